@@ -1,0 +1,1 @@
+"""tdbnas.cli: the `tdbnas` command (a thin front over the library)."""

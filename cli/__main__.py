@@ -1,0 +1,5 @@
+import sys
+
+from tdbnas.cli.main import main
+
+sys.exit(main())

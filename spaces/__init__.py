@@ -1,0 +1,58 @@
+"""tdbnas.spaces: the architecture language, search spaces, reference architectures and
+cost counting. Framework-free: importing it loads neither torch nor TensorFlow.
+
+    >>> from tdbnas.spaces import ArchSpec, get_space, get_reference, detector_cost
+    >>> arch = get_reference("mobiledet-edgetpu").arch
+    >>> get_space("tdb").contains(arch)
+    True
+    >>> ArchSpec.parse(arch.encode()) == arch
+    True
+
+Torch modules for the layers live in `tdbnas.spaces.nn` (imported on demand).
+"""
+
+from tdbnas.spaces.arch import ArchSpec, ArchStringError, FeatureInfo, LayerConfig
+from tdbnas.spaces.catalog import (
+    ARCHS,
+    SPACES,
+    ReferenceArch,
+    get_reference,
+    get_space,
+    register_arch,
+    register_space,
+    resolve_arch,
+)
+from tdbnas.spaces.channels import as_hw, round_channels
+from tdbnas.spaces.costs import Cost, DetectorCost, backbone_cost, detector_cost, layer_cost
+from tdbnas.spaces.head import FeatureMap, SSDLiteHead
+from tdbnas.spaces.layers import (
+    IBN,
+    Conv,
+    DepthwiseSeparable,
+    FusedIBN,
+    Layer,
+    LayerTemplate,
+    ShuffleBlock,
+    Skip,
+    Tucker,
+    XceptionBlock,
+    parse_layer,
+)
+from tdbnas.spaces.primitives import Primitive, head_primitives, layer_primitives
+from tdbnas.spaces.space import (
+    BlockChoices,
+    BlockSpace,
+    InfeasibleError,
+    NotInSpaceError,
+    SearchSpace,
+    Slot,
+)
+
+__all__ = [
+    "ARCHS", "SPACES", "ArchSpec", "ArchStringError", "BlockChoices", "BlockSpace", "Conv", "Cost",
+    "DepthwiseSeparable", "DetectorCost", "FeatureInfo", "FeatureMap", "FusedIBN", "IBN", "InfeasibleError",
+    "Layer", "LayerConfig", "LayerTemplate", "NotInSpaceError", "Primitive", "ReferenceArch", "SSDLiteHead",
+    "SearchSpace", "ShuffleBlock", "Skip", "Slot", "Tucker", "XceptionBlock", "as_hw", "backbone_cost",
+    "detector_cost", "get_reference", "get_space", "head_primitives", "layer_cost", "layer_primitives",
+    "parse_layer", "register_arch", "register_space", "resolve_arch", "round_channels",
+]

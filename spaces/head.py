@@ -1,0 +1,92 @@
+"""The SSDLite detector's static shape: which feature maps, their sizes and widths, anchors
+per location. Framework-free, so costs and latency enumeration need no forward pass; the
+torch head (`tdbnas.detection`) and the Keras lowering (`tdbnas.export`) build from it.
+
+Settings follow the MobileDet configs (reference §1.3): feature maps C4 and C5 plus four
+extra layers of 512/256/256/128 channels, each `1x1 to depth/2 -> 3x3 depthwise stride 2
+-> 1x1 to depth`; per map a depthwise 3x3 + 1x1 box predictor and class predictor; anchors
+from `ssd_anchor_generator` with 3 boxes per location on the lowest map and 6 elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tdbnas.spaces.arch import ArchSpec
+from tdbnas.spaces.channels import as_hw, same_output_size
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    name: str  # "C4", "C5", "extra1", ...
+    hw: tuple[int, int]
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class SSDLiteHead:
+    """Head settings. `num_classes` excludes background; with `background_class` the class
+    predictor has `num_classes + 1` outputs per anchor, as in the TF Object Detection API
+    (`add_background_class`), whose `TFLite_Detection_PostProcess` expects that layout."""
+
+    from_features: tuple[str, ...] = ("C4", "C5")
+    extra_depths: tuple[int, ...] = (512, 256, 256, 128)
+    kernel: int = 3
+    num_classes: int = 90
+    background_class: bool = True
+    min_depth: int = 16
+    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
+    reduce_boxes_in_lowest_layer: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        if not self.from_features:
+            raise ValueError("the head needs at least one backbone feature map")
+        if any(d < 1 for d in self.extra_depths):
+            raise ValueError(f"extra layer depths must be positive, got {self.extra_depths}")
+
+    @property
+    def num_maps(self) -> int:
+        return len(self.from_features) + len(self.extra_depths)
+
+    @property
+    def class_slots(self) -> int:
+        return self.num_classes + (1 if self.background_class else 0)
+
+    def anchors_per_location(self) -> tuple[int, ...]:
+        """3 on the lowest map (scales 0.1/0.2/0.2 at aspects 1/2/0.5), else one per aspect
+        ratio plus the interpolated-scale square box (TF `ssd_anchor_generator`)."""
+        regular = len(self.aspect_ratios) + 1
+        counts = [regular] * self.num_maps
+        if self.reduce_boxes_in_lowest_layer:
+            counts[0] = 3
+        return tuple(counts)
+
+    def extra_widths(self, depth: int, width_multiplier: float = 1.0) -> tuple[int, int]:
+        """(1x1 intermediate width, output width) of an extra layer, as TF's `depth_fn`."""
+        def depth_fn(d: float) -> int:
+            return max(int(d * width_multiplier), self.min_depth)
+        return depth_fn(depth / 2), depth_fn(depth)
+
+    def feature_maps(self, arch: ArchSpec, resolution: int | Sequence[int],
+                     width_multiplier: float = 1.0) -> tuple[FeatureMap, ...]:
+        """Every map the predictors run on, with size and width."""
+        hw = as_hw(resolution)
+        maps = []
+        for name in self.from_features:
+            info = arch.feature(name, width_multiplier)
+            maps.append(FeatureMap(name, (same_output_size(hw[0], info.stride),
+                                          same_output_size(hw[1], info.stride)), info.channels, info.stride))
+        last = maps[-1]
+        for index, depth in enumerate(self.extra_depths, start=1):
+            size = (same_output_size(last.hw[0], 2), same_output_size(last.hw[1], 2))
+            last = FeatureMap(f"extra{index}", size, self.extra_widths(depth, width_multiplier)[1], last.stride * 2)
+            maps.append(last)
+        return tuple(maps)
+
+    def num_anchors(self, arch: ArchSpec, resolution: int | Sequence[int]) -> int:
+        maps = self.feature_maps(arch, resolution)
+        return sum(m.hw[0] * m.hw[1] * a for m, a in zip(maps, self.anchors_per_location()))
