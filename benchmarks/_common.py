@@ -7,6 +7,7 @@ ratios measured in one run, keep the raw samples, report medians.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -32,15 +33,11 @@ def machine_info() -> dict:
         pass
     versions = {}
     for package in ("tdbnas", "torch", "numpy", "tensorflow-cpu", "ai-edge-litert", "onnxruntime"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     governor = None
-    try:
+    with contextlib.suppress(OSError):
         governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
-    except OSError:
-        pass
     return {"cpu": cpu, "cores": os.cpu_count(), "governor": governor, "platform": platform.platform(),
             "python": platform.python_version(), "versions": versions,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

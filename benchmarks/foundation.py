@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 
-from _common import summary, write_results
-
 from tdbnas.spaces import ARCHS, SPACES, ArchSpec, detector_cost, get_reference, get_space
 from tdbnas.spaces.costs import __doc__ as COST_CONVENTION
+
+from _common import summary, write_results
 
 
 def reference_costs() -> tuple[list[dict], str]:

@@ -90,7 +90,10 @@ class Layer:
     def __str__(self) -> str:
         return self.token()
 
-    # Validation shared by the kinds; each kind calls the checks for the fields it has.
+    def __post_init__(self) -> None:
+        self._check()
+
+    # Validation shared by the kinds: each check applies when the kind has that field.
     def _check(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -134,16 +137,11 @@ class Conv(Layer):
     out: int
     act: str = "relu6"
 
-    def __post_init__(self) -> None:
-        self._check()
-
 
 @dataclass(frozen=True, kw_only=True)
-class IBN(Layer):
-    """Inverted bottleneck: 1x1 expand (act) -> k x k depthwise (act) -> [SE] -> 1x1 linear."""
+class _ExpandedBottleneck(Layer):
+    """Fields and widths shared by the IBN and the fused IBN (they differ in how they expand)."""
 
-    kind: ClassVar[str] = "ir"
-    title: ClassVar[str] = "IBN"
     residual_capable: ClassVar[bool] = True
     kernel: int
     stride: int = 1
@@ -152,12 +150,25 @@ class IBN(Layer):
     se: float = 0.0
     act: str = "relu6"
 
-    def __post_init__(self) -> None:
-        self._check()
-
     def hidden(self, in_channels: int) -> int:
         """Expanded width: `in * expansion`, unrounded, as in TF."""
         return in_channels * self.expansion
+
+
+@dataclass(frozen=True, kw_only=True)
+class IBN(_ExpandedBottleneck):
+    """Inverted bottleneck: 1x1 expand (act) -> k x k depthwise (act) -> [SE] -> 1x1 linear."""
+
+    kind: ClassVar[str] = "ir"
+    title: ClassVar[str] = "IBN"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusedIBN(_ExpandedBottleneck):
+    """Fused IBN: k x k regular conv expand (act) -> [SE] -> 1x1 linear."""
+
+    kind: ClassVar[str] = "er"
+    title: ClassVar[str] = "Fused IBN"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,32 +184,8 @@ class DepthwiseSeparable(Layer):
     se: float = 0.0
     act: str = "relu6"
 
-    def __post_init__(self) -> None:
-        self._check()
-
     def hidden(self, in_channels: int) -> int:
         return in_channels
-
-
-@dataclass(frozen=True, kw_only=True)
-class FusedIBN(Layer):
-    """Fused IBN: k x k regular conv expand (act) -> [SE] -> 1x1 linear."""
-
-    kind: ClassVar[str] = "er"
-    title: ClassVar[str] = "Fused IBN"
-    residual_capable: ClassVar[bool] = True
-    kernel: int
-    stride: int = 1
-    expansion: int
-    out: int
-    se: float = 0.0
-    act: str = "relu6"
-
-    def __post_init__(self) -> None:
-        self._check()
-
-    def hidden(self, in_channels: int) -> int:
-        return in_channels * self.expansion
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,21 +203,17 @@ class Tucker(Layer):
     out: int
     act: str = "relu6"
 
-    def __post_init__(self) -> None:
-        self._check()
-
     def ranks(self, in_channels: int) -> tuple[int, int]:
         """(input rank, output rank), rounded as TF's `_tucker_conv` does."""
         return round_channels(in_channels, self.in_ratio), round_channels(self.out, self.out_ratio)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ShuffleBlock(Layer):
-    """DetNAS ShuffleNetV2 choice: 1x1 -> dw k x k -> 1x1 on half the channels (stride 1, after a
-    channel split) or on all of them beside a dw k x k -> 1x1 projection branch (stride 2)."""
+class _ChannelSplitBlock(Layer):
+    """Fields shared by the DetNAS choices, which run in the ShuffleNetV2 frame: at stride 1 the
+    block transforms half of the channels and passes the other half through; at stride 2 a
+    dw k x k -> 1x1 projection branch sits beside the main branch."""
 
-    kind: ClassVar[str] = "sh"
-    title: ClassVar[str] = "ShuffleNetV2"
     default_act: ClassVar[str] = "relu"
     kernel: int
     stride: int = 1
@@ -248,24 +231,19 @@ class ShuffleBlock(Layer):
 
 
 @dataclass(frozen=True, kw_only=True)
-class XceptionBlock(Layer):
-    """DetNAS Xception-style choice: three (dw k x k -> 1x1) units in the ShuffleNetV2 frame."""
+class ShuffleBlock(_ChannelSplitBlock):
+    """DetNAS ShuffleNetV2 choice: 1x1 -> dw k x k -> 1x1."""
+
+    kind: ClassVar[str] = "sh"
+    title: ClassVar[str] = "ShuffleNetV2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class XceptionBlock(_ChannelSplitBlock):
+    """DetNAS Xception-style choice: three (dw k x k -> 1x1) units."""
 
     kind: ClassVar[str] = "xc"
     title: ClassVar[str] = "Xception"
-    default_act: ClassVar[str] = "relu"
-    kernel: int
-    stride: int = 1
-    out: int
-    act: str = "relu"
-
-    def __post_init__(self) -> None:
-        self._check()
-        if self.kernel < 3:
-            raise ValueError(f"{self.kind}: kernel must be at least 3, got {self.kernel}")
-
-    def mid(self) -> int:
-        return self.out // 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,7 +260,7 @@ class Skip(Layer):
 
 LAYER_KINDS: dict[str, type[Layer]] = {cls.kind: cls for cls in (
     Conv, IBN, DepthwiseSeparable, FusedIBN, Tucker, ShuffleBlock, XceptionBlock, Skip)}
-SPLIT_KINDS = (ShuffleBlock, XceptionBlock)  # channel-split blocks: stride 1 needs in == out
+SPLIT_KINDS = (_ChannelSplitBlock,)  # stride 1 needs in == out, stride 2 needs out > in
 
 
 def _encode(layer: Layer, *, include_out: bool, include_stride: bool) -> str:

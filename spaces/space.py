@@ -170,10 +170,6 @@ class SearchSpace(ABC):
         raise InfeasibleError(f"{what} in space {self.name!r} found no feasible candidate in {max_tries} tries; "
                               "the constraint may be too tight for this space")
 
-    def summary(self, resolution: int | Sequence[int] = 320) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "slots": len(self.slots),
-                "size": self.size(), "layer_configs": len(self.layer_configs(resolution))}
-
 
 @dataclass(frozen=True)
 class BlockChoices:

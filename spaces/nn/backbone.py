@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+
 from tdbnas.spaces.arch import ArchSpec, FeatureInfo
 from tdbnas.spaces.nn.blocks import build_layer
 from tdbnas.spaces.nn.ops import DEFAULT_NORM, NormSettings, init_weights
-from torch import nn
 
 
 class Backbone(nn.Module):

@@ -9,6 +9,8 @@ of search, latency or export.
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from tdbnas.spaces.arch import LayerConfig
 from tdbnas.spaces.channels import round_channels
 from tdbnas.spaces.layers import (
@@ -23,7 +25,6 @@ from tdbnas.spaces.layers import (
     XceptionBlock,
 )
 from tdbnas.spaces.nn.ops import DEFAULT_NORM, ConvBNAct, NormSettings, SqueezeExcite
-from torch import nn
 
 
 class ConvLayer(nn.Module):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tdbnas.cli.main import main
 from tdbnas.spaces import ArchSpec, get_reference
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from tdbnas.spaces import ARCHS, ArchSpec, ArchStringError, get_reference
 
 EDGETPU = get_reference("mobiledet-edgetpu").arch

@@ -1,6 +1,7 @@
 """Cost counting from the spec: published totals, hand-computed layers, head shapes and anchors."""
 
 import pytest
+
 from tdbnas.spaces import SSDLiteHead, detector_cost, get_reference, layer_cost
 from tdbnas.spaces.arch import LayerConfig
 from tdbnas.spaces.layers import parse_layer

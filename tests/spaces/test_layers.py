@@ -3,6 +3,7 @@
 import re
 
 import pytest
+
 from tdbnas.spaces.channels import as_hw, round_channels, same_output_size
 from tdbnas.spaces.layers import (
     IBN,

@@ -5,6 +5,7 @@ import random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tdbnas.spaces import SPACES, ArchSpec, ArchStringError, get_reference, get_space
 
 SPACE_NAMES = SPACES.names()

@@ -9,6 +9,7 @@ import re
 from collections import Counter
 
 import pytest
+
 from tdbnas.spaces import (
     SPACES,
     BlockSpace,
