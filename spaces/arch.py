@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tdbnas.spaces.channels import as_hw, round_channels, same_output_size
-from tdbnas.spaces.layers import SPLIT_KINDS, Layer, layer_from_dict, parse_layer
+from tdbnas.spaces.layers import SPLIT_KINDS, Layer, layer_from_dict, parse_layer, split_channels_error
 
 BLOCK_SEPARATOR = "/"
 LAYER_SEPARATOR = ","
@@ -275,12 +275,10 @@ def _check_structure(blocks: tuple[tuple[Layer, ...], ...]) -> None:
                 if b == 0 and i == 0:
                     raise _StructureError(b, i, "the first layer cannot be skip")
                 continue
-            if isinstance(layer, SPLIT_KINDS) and layer.stride == 1 and layer.out != channels:
-                raise _StructureError(b, i, f"a stride-1 {layer.title} block splits its input in half, "
-                                            f"so it needs in == out channels, got {channels} -> {layer.out}")
-            if isinstance(layer, SPLIT_KINDS) and layer.stride == 2 and layer.out <= channels:
-                raise _StructureError(b, i, f"a stride-2 {layer.title} block concatenates a projection of "
-                                            f"its {channels} input channels, so it needs more output channels")
+            if isinstance(layer, SPLIT_KINDS):
+                reason = split_channels_error(layer.title, layer.stride, channels, layer.out)
+                if reason:
+                    raise _StructureError(b, i, reason)
             channels = layer.out  # type: ignore[attr-defined]
 
 

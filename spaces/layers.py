@@ -260,7 +260,22 @@ class Skip(Layer):
 
 LAYER_KINDS: dict[str, type[Layer]] = {cls.kind: cls for cls in (
     Conv, IBN, DepthwiseSeparable, FusedIBN, Tucker, ShuffleBlock, XceptionBlock, Skip)}
-SPLIT_KINDS = (_ChannelSplitBlock,)  # stride 1 needs in == out, stride 2 needs out > in
+SPLIT_KINDS = (_ChannelSplitBlock,)
+
+
+def split_channels_error(title: str, stride: int, in_channels: int, out_channels: int) -> str | None:
+    """Why a ShuffleNet/Xception block cannot map `in_channels` to `out_channels`, or None.
+
+    At stride 1 the block splits its input in half and keeps one half, so in == out; at
+    stride 2 it concatenates a projection of all its input, so out > in.
+    """
+    if stride == 1 and in_channels != out_channels:
+        return (f"a stride-1 {title} block splits its input in half, so it needs in == out channels, "
+                f"got {in_channels} -> {out_channels}")
+    if stride == 2 and out_channels <= in_channels:
+        return (f"a stride-2 {title} block concatenates a projection of its {in_channels} input channels, "
+                f"so it needs more output channels, got {out_channels}")
+    return None
 
 
 def _encode(layer: Layer, *, include_out: bool, include_stride: bool) -> str:

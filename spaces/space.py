@@ -34,7 +34,7 @@ from typing import Any
 
 from tdbnas.spaces.arch import ArchSpec, LayerConfig
 from tdbnas.spaces.channels import CHANNEL_BASE, as_hw, round_channels, same_output_size
-from tdbnas.spaces.layers import SPLIT_KINDS, Layer, LayerTemplate, Skip
+from tdbnas.spaces.layers import SPLIT_KINDS, Layer, LayerTemplate, Skip, split_channels_error
 
 Genome = tuple[int, ...]
 Feasibility = Callable[[ArchSpec], bool]
@@ -389,13 +389,14 @@ def _check_split_blocks(blocks: Sequence[BlockChoices]) -> None:
     width pair a member could meet so that every genome decodes."""
     previous: tuple[int, ...] = (3,)
     for block in blocks:
-        if any(issubclass(op.cls, SPLIT_KINDS) for op in block.ops):
+        split = [op for op in block.ops if issubclass(op.cls, SPLIT_KINDS)]
+        if split:
             for index in range(block.layers):
-                sources = previous if index == 0 else None
                 stride = block.stride if index == 0 else 1
                 for width in block.widths:
-                    for cin in (sources or (width,)):
-                        if (stride == 1 and cin != width) or (stride == 2 and width <= cin):
+                    for cin in (previous if index == 0 else (width,)):
+                        reason = split_channels_error(split[0].cls.title, stride, cin, width)
+                        if reason:
                             raise ValueError(f"block {block.name!r}: ShuffleNet/Xception choices cannot go from "
-                                             f"{cin} to {width} channels at stride {stride}")
+                                             f"{cin} to {width} channels ({reason})")
         previous = block.widths
