@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 
-from tdbnas.cli import arch, spaces
+from tdbnas.cli import arch, data, latency, predict, profile, spaces, train
 
 EPILOG = """\
 examples:
@@ -19,11 +19,17 @@ examples:
   tdbnas arch show 'conv_k3_s2_c32/ds_k3_c16/...' --resolution 640x320
   tdbnas spaces                                 every search space, its size and distinct layers
   tdbnas spaces tdb --sample 3 --seed 0         slots of a space and three random members
+  tdbnas data synth --out data/synth            write the built-in synthetic dataset (COCO format)
+  tdbnas train --data DIR --out runs/a          train an SSDLite detector (resumes if interrupted)
+  tdbnas eval --weights runs/a/model.pt         COCO mAP with pycocotools
+  tdbnas profile --space tdb --device cpu       measure the space's ops on this CPU (resumes)
+  tdbnas predict --arch mobiledet-edgetpu       predicted latency on this CPU, per unit
+  tdbnas latency show                           latency tables: profiles, entries, calibrations
 
 Set TDBNAS_DEBUG=1 to see full tracebacks.
 """
 
-COMMANDS = (arch, spaces)
+COMMANDS = (arch, spaces, data, train, profile, predict, latency)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,11 @@ class SSDLiteHead:
     min_depth: int = 16
     aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
     reduce_boxes_in_lowest_layer: bool = True
+    # Anchor scales (fractions of the shorter image side) of the lowest and highest map, linear
+    # in between: the MobileDets `ssd_anchor_generator` defaults. Data with smaller objects than
+    # COCO-at-320 (e.g. 10-80 px objects at 160x160) may set smaller ones.
+    min_scale: float = 0.2
+    max_scale: float = 0.95
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -47,6 +52,8 @@ class SSDLiteHead:
             raise ValueError("the head needs at least one backbone feature map")
         if any(d < 1 for d in self.extra_depths):
             raise ValueError(f"extra layer depths must be positive, got {self.extra_depths}")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
 
     @property
     def num_maps(self) -> int:

@@ -1,0 +1,122 @@
+"""Micro-models: one full-integer int8 `.tflite` per latency unit, built with export's lowering.
+
+A unit (backbone layer, SSDLite extra layer, predictor; see `tdbnas.latency.units`) becomes a
+Keras model whose only content is that unit, lowered by the same functions the full export uses
+(`tdbnas.export.keras_layers.apply_layer / apply_extra / apply_predictor`) and converted by the
+same converter settings (`tdbnas.export.tflite.convert`, int8 in and out, as every tensor inside
+an int8 detector is), so a table entry measures exactly what will ship.
+
+Models are cached on disk by key: the file name hashes the unit key together with the lowering
+version and the TensorFlow version, so a changed lowering or converter never reuses a stale file.
+Files are written atomically; a killed build leaves no truncated model.
+
+Where the time goes (`benchmarks/latency_profile_space.py`): one conversion costs ~0.25 s on
+this CPU. Batching several units into one multi-signature conversion was measured 1.33x slower
+than converting them one by one (`benchmarks/results/export_convert.md`), so units are converted
+one at a time; `workers > 1` converts in parallel processes, each paying TensorFlow's start-up
+once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tdbnas.latency.units import DEFAULT_HEAD, HeadExtra, HeadPredictor, Unit
+from tdbnas.spaces import ArchSpec, LayerConfig, SSDLiteHead, as_hw
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+#: Bump when the lowering of a unit changes in a way that changes its latency.
+LOWERING_VERSION = 1
+#: Calibration inputs per micro-model: its timing does not depend on the quantization scales.
+CALIBRATION_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class MicroModel:
+    key: str
+    path: Path
+    signature: str | None = None
+
+
+def unit_input_shape(unit: Unit) -> tuple[int, int, int, int]:
+    """NHWC input shape (batch 1) of a unit's micro-model."""
+    return (1, unit.in_hw[0], unit.in_hw[1], unit.in_channels)
+
+
+def build_unit_keras(unit: Unit):
+    """A Keras model holding exactly one unit, lowered as in the full detector."""
+    import keras
+
+    from tdbnas.export.keras_layers import apply_extra, apply_layer, apply_predictor
+
+    inputs = keras.Input(batch_shape=unit_input_shape(unit), name="x")
+    if isinstance(unit, LayerConfig):
+        outputs = apply_layer(inputs, unit, name="unit")
+    elif isinstance(unit, HeadExtra):
+        outputs = apply_extra(inputs, unit.mid, unit.out, name="unit")
+    elif isinstance(unit, HeadPredictor):
+        outputs = apply_predictor(inputs, unit.out_channels, unit.kernel, name="unit")
+    else:
+        raise TypeError(f"no micro-model for a {type(unit).__name__}")
+    return keras.Model(inputs, outputs, name="micromodel")
+
+
+def _fingerprint(key: str) -> str:
+    import tensorflow as tf
+
+    text = f"{key}|lowering {LOWERING_VERSION}|tf {tf.__version__}"
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def cached_path(unit: Unit, cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / f"{_fingerprint(unit.key)}.tflite"
+
+
+def _build_one(unit: Unit, path: Path) -> Path:
+    """Build, convert and atomically save one unit's micro-model (runs in a worker process too)."""
+    from tdbnas.export.tflite import convert, random_representative_data, save_tflite
+
+    model = build_unit_keras(unit)
+    data = convert(model, precision="int8",
+                   representative_data=random_representative_data(unit_input_shape(unit), CALIBRATION_SAMPLES),
+                   num_samples=CALIBRATION_SAMPLES)
+    return save_tflite(path, data)
+
+
+def build_micromodels(units: Iterable[Unit], cache_dir: str | Path, *, workers: int = 1) -> dict[str, MicroModel]:
+    """The micro-model of every unit, building only those not in the cache."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    units = list({unit.key: unit for unit in units}.values())
+    paths = {unit.key: cached_path(unit, cache) for unit in units}
+    todo = [unit for unit in units if not paths[unit.key].exists()]
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+            list(pool.map(_build_one, todo, [paths[u.key] for u in todo]))
+    else:
+        for unit in todo:
+            _build_one(unit, paths[unit.key])
+    return {key: MicroModel(key, path) for key, path in paths.items()}
+
+
+def build_detector_tflite(arch: ArchSpec, resolution: int | Sequence[int], path: str | Path, *,
+                          head: SSDLiteHead = DEFAULT_HEAD, width_multiplier: float = 1.0) -> Path:
+    """A whole int8 SSDLite detector (raw outputs, no post-processing op) for end-to-end timing.
+
+    Random weights: latency does not depend on them. The same lowering and converter settings
+    as the units, so the sum of unit entries and this model measure the same graph.
+    """
+    from tdbnas.export.keras_detector import build_detector
+    from tdbnas.export.tflite import convert, random_representative_data, save_tflite
+
+    hw = as_hw(resolution)
+    model = build_detector(arch, hw, num_classes=head.num_classes, head=head, width_multiplier=width_multiplier)
+    data = convert(model, precision="int8", representative_data=random_representative_data(
+        (1, hw[0], hw[1], 3), CALIBRATION_SAMPLES), num_samples=CALIBRATION_SAMPLES)
+    return save_tflite(path, data)

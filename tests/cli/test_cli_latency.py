@@ -1,0 +1,168 @@
+"""`tdbnas profile | predict | latency ...`: output, resume, one-line errors (fake device, no TensorFlow)."""
+
+import json
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tdbnas.cli.main import main
+from tdbnas.latency import profiles, profiling
+from tdbnas.latency.runners.base import Runner
+from tdbnas.latency.table import Entry, LatencyTable
+from tdbnas.latency.units import detector_units
+from tdbnas.spaces import get_reference
+
+EDGETPU = get_reference("mobiledet-edgetpu").arch
+DSP = get_reference("mobiledet-dsp").arch
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class FakeRunner(Runner):
+    name = "local"
+
+    def __init__(self, threads=1):
+        self.threads, self.timed = threads, 0
+
+    def environment(self):
+        return {"runtime_version": "fake-rt 1.0", "threads": self.threads}
+
+    def time_model(self, model, *, warmup, runs, signature=None):
+        self.timed += 1
+        return [0.1 + (zlib.crc32(Path(model).read_bytes()) % 100) / 100] * runs
+
+
+@pytest.fixture
+def fake_device(monkeypatch, tmp_path):
+    """`tdbnas profile` on a fake local device: a stand-in builder, runner and measurement."""
+    monkeypatch.setenv("TDBNAS_CACHE", str(tmp_path / "cache"))
+    runners = []
+
+    def make_runner(kind="local", *, threads=1, **options):
+        runners.append(FakeRunner(threads))
+        return runners[-1]
+
+    def builder(units, cache_dir):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        out = {}
+        for unit in units:
+            path = cache_dir / f"{zlib.crc32(unit.key.encode()):08x}.tflite"
+            path.write_text(unit.key)
+            out[unit.key] = SimpleNamespace(key=unit.key, path=path, signature=None)
+        return out
+
+    def measure(runner, path, protocol, signature=None):
+        samples = runner.time_model(path, warmup=1, runs=3, signature=signature)
+        return SimpleNamespace(samples_ms=samples, value_ms=samples[0], statistic="median", spread=0.0, attempts=1,
+                               environment={})
+
+    monkeypatch.setattr(profiles, "make_runner", make_runner)
+    monkeypatch.setattr(profiling, "_default_builder", lambda: builder)
+    monkeypatch.setattr(profiling, "_default_measurer", lambda: measure)
+    monkeypatch.setattr(profiling, "_default_protocol", lambda: None)
+    return runners
+
+
+def value(key):
+    return 0.1 + zlib.crc32(key.encode()) % 100 / 100
+
+
+def raw_sum(arch):
+    return sum(value(u.key) for u in detector_units(arch, 320))
+
+
+@pytest.fixture
+def filled(tmp_path):
+    path = tmp_path / "lut.sqlite"
+    table = LatencyTable(path)
+    table.ensure_profile("cpu", kind="measured", runner="local", environment={"device": "cpu"})
+    units = {u.key for arch in (EDGETPU, DSP) for u in detector_units(arch, 320)}
+    table.put_many(Entry("cpu", "fake-rt 1.0", key, value(key), "median", 0.01, (0.5, 0.5), {}, "t") for key in units)
+    table.close()
+    return path
+
+
+def test_profile_measures_once_then_resumes_with_nothing_to_do(capsys, fake_device, tmp_path):
+    table = tmp_path / "lut.sqlite"
+    code, out, _ = run(capsys, "profile", "--arch", "mobiledet-edgetpu", "--device", "cpu", "--table", table,
+                       "--no-progress")
+    units = len({u.key for u in detector_units(EDGETPU, 320)})
+    assert code == 0 and f"{units} to measure" in out and f"{units} measured" in out
+    code, out, _ = run(capsys, "profile", "--arch", "mobiledet-edgetpu", "--table", table, "--no-progress")
+    assert code == 0 and f"{units} already in profile 'cpu'" in out and "0 to measure" in out
+    assert fake_device[-1].timed == 0
+    code, out, _ = run(capsys, "profile", "--arch", "mobiledet-edgetpu", "--threads", "2", "--table", table,
+                       "--dry-run")
+    assert code == 0 and "profile 'cpu-t2'" in out and f"; {units} to measure" in out
+
+
+def test_predict_prints_the_breakdown_and_total(capsys, filled):
+    code, out, _ = run(capsys, "predict", "--arch", "mobiledet-edgetpu", "--profile", "cpu", "--table", filled,
+                       "--no-profile")
+    units = detector_units(EDGETPU, 320)
+    assert code == 0
+    assert units[0].key in out and units[-1].key in out
+    assert f"sum of {len(units)} units: {raw_sum(EDGETPU):.3f} ms" in out and "uncalibrated" in out
+    assert "(measured; runtime fake-rt 1.0)" in out
+
+
+def test_predict_json_and_several_archs(capsys, filled):
+    code, out, _ = run(capsys, "predict", "--arch", "mobiledet-edgetpu", "--arch", DSP.encode(), "--table", filled,
+                       "--no-profile", "--json")
+    records = json.loads(out)
+    assert code == 0 and [r["name"] for r in records] == ["mobiledet-edgetpu", None]
+    assert records[1]["arch"] == DSP.encode() and records[1]["kind"] == "measured"
+    assert len(records[0]["per_unit"]) == len(detector_units(EDGETPU, 320))
+    code, out, _ = run(capsys, "predict", "--arch", "mobiledet-edgetpu", "--arch", "mobiledet-dsp", "--table", filled,
+                       "--no-profile")
+    assert code == 0 and "predicted(ms)" in out and "mobiledet-dsp" in out
+
+
+def test_predict_with_missing_units_names_them_and_the_command(capsys, filled):
+    code, _, err = run(capsys, "predict", "--arch", "mobiledet-cpu", "--table", filled, "--no-profile")
+    first = detector_units(get_reference("mobiledet-cpu").arch, 320)[0].key
+    assert code == 2 and "Traceback" not in err
+    assert first in err and "tdbnas profile --arch" in err and f"--table {filled}" in err
+
+
+def test_latency_show_export_import(capsys, filled, tmp_path):
+    code, out, _ = run(capsys, "latency", "show", "--table", filled)
+    units = len({u.key for arch in (EDGETPU, DSP) for u in detector_units(arch, 320)})
+    assert code == 0 and "cpu" in out and f"  {units}" in out
+    code, out, _ = run(capsys, "latency", "show", "--table", filled, "--profile", "cpu", "--json")
+    assert code == 0 and len(json.loads(out)["entries"]) == units
+    for suffix in ("json", "csv"):
+        exported = tmp_path / f"lut.{suffix}"
+        code, out, _ = run(capsys, "latency", "export", exported, "--table", filled)
+        assert code == 0 and f"wrote {units} entries" in out
+        code, out, _ = run(capsys, "latency", "import", exported, "--table", tmp_path / f"copy-{suffix}.sqlite")
+        assert code == 0 and f"imported {units} entries" in out
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "tdbnas.latency-table", "version": 1, "profiles": [], "entries": [{"key": 3}]}')
+    code, _, err = run(capsys, "latency", "import", bad, "--table", filled)
+    assert code == 2 and "entry 1: profile must be a non-empty string" in err and "Traceback" not in err
+
+
+def test_latency_calibrate_with_latencies_measured_elsewhere(capsys, filled):
+    raw_edgetpu, raw_dsp = raw_sum(EDGETPU), raw_sum(DSP)
+    code, out, _ = run(capsys, "latency", "calibrate", "--profile", "cpu", "--table", filled,
+                       "--measured", f"mobiledet-edgetpu={2 * raw_edgetpu + 1}",
+                       "--measured", f"{DSP.encode()}={2 * raw_dsp + 1}")
+    assert code == 0 and "2.0000 * sum + 1.000 ms" in out
+    code, out, _ = run(capsys, "predict", "--arch", "mobiledet-edgetpu", "--table", filled, "--no-profile")
+    assert f"total:             {2 * raw_edgetpu + 1:.3f} ms" in out
+    code, _, err = run(capsys, "latency", "calibrate", "--table", filled, "--measured", "mobiledet-edgetpu=fast")
+    assert code == 2 and "ARCH=MS" in err
+
+
+def test_latency_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["latency", "--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("show", "export", "import", "calibrate"))
