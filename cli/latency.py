@@ -1,4 +1,4 @@
-"""`tdbnas latency show | export | import | calibrate | fit`: inspect and move latency tables;
+"""`tdbnas latency show | export | import | calibrate | fit | validate`: inspect and move latency tables;
 learn a cost model of end-to-end latency.
 
 Each subcommand is one `add_*(commands)` function in `SUBCOMMANDS`; another subcommand is
@@ -23,7 +23,68 @@ examples:
   tdbnas latency calibrate --profile cpu                   time reference detectors here, fit a*sum+b
   tdbnas latency calibrate --profile pixel4 --measured mobiledet-edgetpu=11.2 --measured mobiledet-dsp=20.5
   tdbnas latency fit --space tdb --profile edgetpu --samples 2000 --cross-terms --out tpu.json
+  tdbnas latency validate --space tdb --count 50 --plot validate.png   predicted vs measured here
 """
+
+
+VALIDATE_EPILOG = """Times N random members of the space (plus any --arch) end to end as full int8 detectors on this
+machine and compares them with the profile's calibrated predictions (their units are profiled
+first if missing). Reports the share within +-10 %, median error and rank correlation, and
+writes a scatter plot. Timings are kept in the table, so a rerun only times what is new.
+
+examples:
+  tdbnas latency validate --space tdb --count 50 --plot validate.png --json-out validate.json
+  tdbnas latency validate --arch mobiledet-edgetpu --arch mobiledet-dsp --resolution 160
+"""
+
+
+def add_validate(commands: argparse._SubParsersAction) -> None:
+    val = commands.add_parser("validate", help="predicted vs measured latency of random detectors, with a plot",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=VALIDATE_EPILOG)
+    add_table_option(val)
+    val.add_argument("--profile", default="cpu", metavar="NAME", help="a local measured profile (default cpu)")
+    val.add_argument("--space", metavar="NAME|FILE", default="tdb", help="space to sample from (default tdb)")
+    val.add_argument("--count", type=int, default=20, metavar="N", help="random members (default 20)")
+    val.add_argument("--arch", action="append", default=[], metavar="NAME|STRING", help="also this detector")
+    val.add_argument("--seed", type=int, default=1000, help="sampling seed (default 1000)")
+    val.add_argument("--resolution", type=resolution, default=(320, 320), metavar="N|HxW")
+    val.add_argument("--num-classes", type=positive_int, default=90, metavar="N")
+    val.add_argument("--width-multiplier", type=positive_float, default=1.0, metavar="M")
+    val.add_argument("--threads", type=positive_int, default=1, metavar="N")
+    val.add_argument("--plot", metavar="PNG", help="write the scatter plot here")
+    val.add_argument("--json-out", metavar="PATH", help="write every point and the summary as JSON")
+    val.add_argument("--no-progress", action="store_true")
+    val.set_defaults(handler=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from tdbnas.cli.spaces import load_space
+    from tdbnas.latency import profiles
+    from tdbnas.latency.validation import scatter_plot, validate
+    from tdbnas.spaces import SSDLiteHead, resolve_arch
+    from tdbnas.spaces.atomic import write_json_atomic
+
+    spec = profiles.profile_spec(args.profile)
+    if spec is not None and spec.kind == "modelled":
+        raise ValueError(f"{args.profile!r} is a modelled profile: there is no device here to validate it on")
+    space = load_space(args.space)
+    archs = [resolve_arch(a) for a in args.arch] + [space.sample(args.seed + i) for i in range(args.count)]
+    if not archs:
+        raise ValueError("nothing to validate: give --count N and/or --arch")
+    head = SSDLiteHead(num_classes=args.num_classes)
+    with _open(args) as lut, profiles.make_runner("local", threads=args.threads) as runner:
+        result = validate(archs, args.resolution, table=lut, profile=args.profile, runner=runner,
+                          cache_dir=profiles.micromodel_cache(), head=head, width_multiplier=args.width_multiplier,
+                          progress=not args.no_progress)
+    summary = result.summary()
+    print(f"profile {args.profile!r}, {summary['n']} detectors at {args.resolution[0]}x{args.resolution[1]}: "
+          f"{100 * summary['within_10']:.0f}% within +-10%, median error {100 * summary['median_abs_error']:.1f}%, "
+          f"max {100 * summary['max_abs_error']:.1f}%, Spearman {summary.get('spearman', float('nan')):.3f}")
+    if args.plot:
+        print(f"plot -> {scatter_plot(result.points, args.plot, title=f'{args.profile}: predicted vs measured')}")
+    if args.json_out:
+        print(f"points -> {write_json_atomic(args.json_out, result.to_json())}")
+    return 0
 
 
 def add_table_option(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +213,7 @@ def _non_negative(text: str) -> float:
 
 #: Subcommand builders, in `--help` order. Append to add one.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_show, add_export, add_import, add_calibrate,
-                                                                    add_fit]
+                                                                    add_fit, add_validate]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

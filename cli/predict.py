@@ -98,6 +98,10 @@ def _print_breakdown(name, prediction, predictor) -> None:
     rows = [[i, key, f"{ms:.3f}", f"{100 * ms / raw:.1f}"] for i, (key, ms) in enumerate(prediction.per_unit)]
     print(table(["#", "unit", "ms", "%"], rows, right=("#", "ms", "%")))
     print(f"\nsum of {len(prediction.per_unit)} units: {prediction.raw_sum_ms:.3f} ms")
+    whole, sum_text = prediction.whole_model_ms, "sum"
+    if whole:  # parameter streaming / CPU fallback of a modelled accelerator: a whole-model effect
+        print(f"whole-model term:  {whole:.3f} ms (parameters streamed past the on-chip cache, CPU fallback)")
+        sum_text = "(sum + whole)"
     if prediction.calibration is None:
         how = " --measured ARCH=MS ..." if prediction.kind == "modelled" else ""
         print(f"total:             {prediction.total_ms:.3f} ms ({prediction.kind}; uncalibrated — fit one with "
@@ -106,7 +110,7 @@ def _print_breakdown(name, prediction, predictor) -> None:
         a, b = prediction.calibration
         points = len(predictor.calibration.points) if predictor.calibration else 0
         fitted = f"fitted on {points} detectors" if points else "from the profile"
-        print(f"total:             {prediction.total_ms:.3f} ms = {a:.4f} * sum + {b:.3f} "
+        print(f"total:             {prediction.total_ms:.3f} ms = {a:.4f} * {sum_text} + {b:.3f} "
               f"({prediction.kind}; calibration {fitted})\n")
 
 

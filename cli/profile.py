@@ -25,6 +25,10 @@ examples:
   tdbnas profile --space tdb --device cpu --calibrate 3               then time 3 detectors, fit a*sum+b
   tdbnas profile --space tdb --device edgetpu                         modelled Edge TPU profile
   tdbnas profile --space tdb --device cpu --runner adb --serial R58M  a phone's CPU over adb
+  tdbnas profile --space tdb --device edgetpu --delegate libedgetpu.so.1
+                                  a USB/PCIe Coral on this host: measured, replaces the modelled profile
+  tdbnas profile --space tdb --device edgetpu --runner ssh --host mendel@coral --delegate libedgetpu.so.1
+  tdbnas profile --space tdb --device dsp --runner adb --android-delegate hexagon   a phone's Hexagon DSP
 """
 
 
@@ -48,6 +52,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--threads", type=positive_int, default=1, metavar="N", help="interpreter threads (default 1)")
     where.add_argument("--serial", help="adb device serial (--runner adb)")
     where.add_argument("--host", help="user@host (--runner ssh)")
+    where.add_argument("--port", type=positive_int, help="ssh port (--runner ssh)")
+    where.add_argument("--delegate", metavar="LIB",
+                       help="external delegate library: libedgetpu.so.1 (Edge TPU), a QNN/Hexagon or GPU delegate")
+    where.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="option passed to the delegate (repeatable)")
+    where.add_argument("--android-delegate", choices=("gpu", "nnapi", "hexagon"),
+                       help="benchmark_model's built-in delegate (--runner adb)")
+    where.add_argument("--benchmark-binary", metavar="PATH",
+                       help="TFLite benchmark_model for the phone's ABI (--runner adb; or $TDBNAS_BENCHMARK_MODEL)")
+    where.add_argument("--no-xnnpack", action="store_true", help="plain TFLite kernels, no XNNPACK")
     store = parser.add_argument_group("table")
     store.add_argument("--table", metavar="PATH", help="latency table file (default ~/.cache/tdbnas/latency.sqlite)")
     store.add_argument("--profile", metavar="NAME",
@@ -70,15 +84,46 @@ def open_table(path: str | None):
 
 
 def _runner_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of the chosen runner, from the flags that apply to it."""
+    options: dict = {}
+    delegate_options = dict(_key_value(text) for text in args.delegate_option)
+    if args.no_xnnpack:
+        options["xnnpack"] = False
     if args.runner == "adb":
-        return {"serial": args.serial} if args.serial else {}
+        if args.host or args.port:
+            raise ValueError("--host and --port are for --runner ssh")
+        options.update({k: v for k, v in {"serial": args.serial, "benchmark_binary": args.benchmark_binary}.items()
+                        if v})
+        if args.android_delegate:
+            options[f"use_{args.android_delegate}"] = True
+        if args.delegate:
+            options.update(external_delegate=args.delegate, external_delegate_options=delegate_options)
+        return options
+    if args.serial or args.android_delegate or args.benchmark_binary:
+        raise ValueError("--serial, --android-delegate and --benchmark-binary are for --runner adb")
+    if args.delegate:
+        options.update(delegate=args.delegate, delegate_options=delegate_options)
     if args.runner == "ssh":
         if not args.host:
             raise ValueError("--runner ssh needs --host user@host")
-        return {"host": args.host}
-    if args.serial or args.host:
-        raise ValueError("--serial and --host are for --runner adb / ssh")
-    return {}
+        options["host"] = args.host
+        if args.port:
+            options["port"] = args.port
+    elif args.host or args.port:
+        raise ValueError("--host and --port are for --runner ssh")
+    return options
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--delegate-option takes KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _on_device(args: argparse.Namespace) -> bool:
+    """Whether an accelerator device is measured for real (a delegate reaches it) rather than modelled."""
+    return bool(args.delegate or args.android_delegate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,12 +141,13 @@ def run(args: argparse.Namespace) -> int:
     units = profiles.units_for(args.resolution, space=space, archs=archs, head=head,
                                width_multiplier=args.width_multiplier)
     table = open_table(args.table)
-    modelled = args.device in profiles.modelled_devices()
-    if modelled and args.runner != "local":
-        raise ValueError(f"{args.device} is a modelled profile here; measuring a real {args.device} over "
-                         f"{args.runner} needs its delegate, which this runner does not load yet")
-    name = args.profile or (profiles.default_profile_name(args.device, args.threads) if args.runner == "local"
-                            else f"{args.runner}-{profiles.default_profile_name(args.device, args.threads)}")
+    modelled = args.device in profiles.modelled_devices() and not _on_device(args)
+    if args.device in profiles.modelled_devices() and not modelled:
+        # A real accelerator: its measured profile replaces the modelled one in predictions.
+        name = args.profile or profiles.measured_name(args.device)
+    else:
+        name = args.profile or (profiles.default_profile_name(args.device, args.threads) if args.runner == "local"
+                                else f"{args.runner}-{profiles.default_profile_name(args.device, args.threads)}")
     with table:
         if modelled:
             return _modelled(args, table, name, units)
@@ -116,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             cache = Path(args.cache_dir) if args.cache_dir else profiles.micromodel_cache()
             report = profile_units(units, table=table, profile=name, runner=runner, cache_dir=cache,
-                                   progress=not args.no_progress, device=args.device)
+                                   progress=not args.no_progress, device=args.device, builder=_builder(args))
             print(report.summary())
             calibration = None
             if args.calibrate:
@@ -148,6 +194,22 @@ def _modelled(args: argparse.Namespace, table, name: str, units) -> int:
     return 0
 
 
+def _builder(args: argparse.Namespace, detector: bool = False):
+    """The micro-model builder: the default one (None), except on a real Edge TPU, which runs
+    only models compiled by edgetpu_compiler."""
+    if not (args.device == "edgetpu" and _on_device(args)):
+        return None
+    import functools
+
+    from tdbnas.export.edgetpu import INSTALL_HINT, compiler_available
+    from tdbnas.latency import micromodels
+
+    if not compiler_available():  # say so before building anything
+        raise RuntimeError(f"measuring on an Edge TPU needs every micro-model compiled: {INSTALL_HINT}")
+    build = micromodels.build_detector_tflite if detector else micromodels.build_micromodels
+    return functools.partial(build, compile_edgetpu=True)
+
+
 def calibration_archs(count: int, space, archs, seed: int):
     """The given architectures, then the space's references, then random members: `count` of them."""
     from tdbnas.spaces import ARCHS
@@ -173,10 +235,11 @@ def _calibrate(args, table, name, runner, version, space, archs, head, cache):
     # Their units must be in the table too (random members need not be covered by --arch).
     profile_units(units_for(args.resolution, archs=chosen, head=head, width_multiplier=args.width_multiplier),
                   table=table, profile=name, runner=runner, cache_dir=cache, progress=not args.no_progress,
-                  device=args.device)
+                  device=args.device, builder=_builder(args))
     measured = measure_detectors(chosen, args.resolution, table=table, profile=name, runner=runner,
                                  cache_dir=cache, head=head, width_multiplier=args.width_multiplier,
-                                 progress=not args.no_progress, device=args.device)
+                                 progress=not args.no_progress, device=args.device,
+                                 builder=_builder(args, detector=True))
     calibration = calibrate(table, name, [(m.arch, m.resolution, m.value_ms) for m in measured],
                             runtime_version=version, head=head, width_multiplier=args.width_multiplier)
     print(f"calibration: measured = {calibration.a:.4f} * sum + {calibration.b:.3f} ms "

@@ -26,7 +26,8 @@ slow phase (every statistic of the first 50 runs moved by ~30% between windows),
 attempt cannot tell, since its runs agree with each other; a second attempt that reaches the
 same minimum can. Replaying this protocol 400 times on the recorded windows, the result was
 more than 5% above the best window minimum in 2% (stack) and 0% (unit) of the replays with
-`min_seconds=0.5`, at ~1.2-1.6 s of timed runs per model.
+`min_seconds=0.5`, at ~1.2-1.6 s of timed runs per model; 0.25 s did about as well in the same
+replay, and halves the time a whole space takes to profile, so it is the default.
 
 Runners that only report aggregates (Android's `benchmark_model` prints min/avg/std, and
 p5/median/p95 in newer builds, but no per-run times) are combined from their summaries; the
@@ -96,7 +97,7 @@ class MeasureProtocol:
 
     warmup: int = 10               # untimed runs per attempt: weight packing, caches, frequency ramp-up
     runs: int = 50                 # at least this many timed runs per attempt ...
-    min_seconds: float = 0.5       # ... and at least this long, to outlast a phase of competing load
+    min_seconds: float = 0.25      # ... and at least this long, to outlast a phase of competing load
     max_runs: int = 1000           # ... but no more runs than this (tiny models; samples are stored)
     statistic: str = DEFAULT_STATISTIC
     attempts: int = 2              # independent attempts before the spread is judged

@@ -142,6 +142,12 @@ def make_runner(kind: str = "local", *, threads: int = 1, **options: Any):
     return getattr(module, class_name)(threads=threads, **options)
 
 
+def measured_name(device: str) -> str:
+    """The profile a real accelerator is measured into (`edgetpu-measured`); once it exists,
+    `get_predictor("edgetpu")` uses it instead of the modelled profile."""
+    return f"{device}-measured"
+
+
 def default_profile_name(device: str, threads: int = 1) -> str:
     """`cpu` for the default single thread; `cpu-t4` for four (different numbers, different profile)."""
     return device if threads == 1 else f"{device}-t{threads}"
@@ -176,6 +182,8 @@ def get_predictor(name: str, resolution: int | Sequence[int], *, space: SearchSp
     hw = as_hw(resolution)
     spec = PROFILES.get(name)
     needed = units_for(hw, space=space, archs=archs, head=head, width_multiplier=width_multiplier)
+    if spec is not None and spec.kind == "modelled" and table.count(measured_name(name)) > 0:
+        return LatencyPredictor(table, measured_name(name))  # measured on the real device: it wins
     if spec is not None and spec.kind == "modelled":
         fill_modelled(table, spec.device, needed, profile=name)
         return LatencyPredictor(table, name)

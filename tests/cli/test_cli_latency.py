@@ -166,3 +166,56 @@ def test_latency_help_lists_the_subcommands(capsys):
         main(["latency", "--help"])
     out = capsys.readouterr().out
     assert all(name in out for name in ("show", "export", "import", "calibrate"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--runner", "ssh"], "--runner ssh needs --host user@host"),
+    (["--serial", "R58M"], "--serial, --android-delegate and --benchmark-binary are for --runner adb"),
+    (["--runner", "adb", "--port", "22"], "--host and --port are for --runner ssh"),
+    (["--delegate", "libx.so", "--delegate-option", "novalue"], "--delegate-option takes KEY=VALUE"),
+])
+def test_device_flags_are_checked_before_anything_runs(argv, message, capsys, tmp_path):
+    code, _, err = run(capsys, "profile", "--arch", "mobiledet-edgetpu", "--table", tmp_path / "t.sqlite", *argv)
+    assert code == 2 and message in err
+
+
+def test_a_real_edge_tpu_needs_the_compiler_and_says_so(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(profiles, "make_runner", lambda kind, threads=1, **options: FakeRunner(threads))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, _, err = run(capsys, "profile", "--arch", "mobiledet-edgetpu", "--device", "edgetpu", "--delegate",
+                       "libedgetpu.so.1", "--table", tmp_path / "t.sqlite")
+    assert code == 2 and "edgetpu_compiler is not on PATH" in err
+
+
+def test_a_measured_accelerator_profile_replaces_the_modelled_one(tmp_path):
+    table = LatencyTable(tmp_path / "t.sqlite")
+    units = detector_units(EDGETPU, 320)
+    table.ensure_profile(profiles.measured_name("edgetpu"), kind="measured", runner="local",
+                         environment={"runtime_version": "rt"})
+    table.put_many(Entry(profiles.measured_name("edgetpu"), "rt", u.key, 0.05, "min", None, (), {}, "now")
+                   for u in units)
+    predictor = profiles.get_predictor("edgetpu", 320, archs=[EDGETPU], table=table)
+    prediction = predictor.predict(EDGETPU, 320)
+    assert prediction.kind == "measured" and prediction.raw_sum_ms == pytest.approx(0.05 * len(units))
+
+
+def test_validate_compares_predictions_with_end_to_end_timings(capsys, fake_device, tmp_path, monkeypatch):
+    def detector_builder(arch, hw, path, *, head, width_multiplier=1.0):
+        Path(path).write_text(arch.encode())  # the fake runner's timing depends on the file's bytes
+
+    monkeypatch.setattr(profiling, "_default_detector_builder", lambda: detector_builder)
+    table, plot, points = tmp_path / "lut.sqlite", tmp_path / "v.png", tmp_path / "v.json"
+    code, out, err = run(capsys, "latency", "validate", "--count", "3", "--arch", "mobiledet-edgetpu", "--table",
+                         table, "--plot", plot, "--json-out", points, "--no-progress")
+    assert code == 0, err
+    assert "4 detectors" in out and "within +-10%" in out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    payload = json.loads(points.read_text())
+    assert len(payload["points"]) == 4 and payload["summary"]["n"] == 4
+    for point in payload["points"]:  # measured = the fake runner's timing of the detector file
+        assert point["measured_ms"] == pytest.approx(0.1 + zlib.crc32(point["arch"].encode()) % 100 / 100)
+
+
+def test_validate_refuses_a_modelled_profile(capsys, tmp_path):
+    code, _, err = run(capsys, "latency", "validate", "--profile", "edgetpu", "--table", tmp_path / "t.sqlite")
+    assert code == 2 and "modelled profile" in err
