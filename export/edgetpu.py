@@ -72,6 +72,10 @@ def compatibility(model: bytes | str | Path) -> Compatibility:
     ops = list_ops(model)
     main = [op for op in ops if op.subgraph == ops[0].subgraph] if ops else []
     accelerated = [op for op in main if op.op not in CPU_BY_DESIGN]
+    # The DEQUANTIZE ops that hand the post-processing op float inputs sit right before it
+    # (see detection_tflite._defer_dequantize) and run on the CPU with it, by design.
+    while accelerated and accelerated[-1].op == "DEQUANTIZE" and len(accelerated) < len(main):
+        accelerated = accelerated[:-1]
     unsupported = tuple(op for op in accelerated if not _supported(op))
     first = unsupported[0] if unsupported else None
     if first is None:
