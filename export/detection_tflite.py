@@ -118,9 +118,10 @@ def convert_detector(model: Any, anchors: np.ndarray, *, num_classes: int, postp
 
     function = tf.function(serve, input_signature=[spec], autograph=False)
     with tempfile.TemporaryDirectory(prefix="tdbnas-export-") as directory:
+        concrete = function.get_concrete_function()
         with _quiet():
-            tf.saved_model.save(tf.Module(), directory, signatures={"serving_default": function.get_concrete_function()})
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+            tf.saved_model.save(tf.Module(), directory, signatures={"serving_default": concrete})
+            converter = tf.lite.TFLiteConverter.from_saved_model(directory)
         converter.allow_custom_ops = postprocess is not None
         dataset = None if samples is None else (lambda: ({"images": s} for s in samples))
         data = _run(converter, settings, dataset, allow_float_fallback)
