@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 
-from tdbnas.cli import arch, data, latency, predict, profile, spaces, train
+from tdbnas.cli import arch, data, export, latency, predict, profile, search, spaces, supernet, train
 
 EPILOG = """\
 examples:
@@ -25,11 +25,14 @@ examples:
   tdbnas profile --space tdb --device cpu       measure the space's ops on this CPU (resumes)
   tdbnas predict --arch mobiledet-edgetpu       predicted latency on this CPU, per unit
   tdbnas latency show                           latency tables: profiles, entries, calibrations
+  tdbnas supernet train --space tdb --data DIR --out runs/sn   one-shot supernet (DetNAS), resumes
+  tdbnas search --profile edgetpu --budget-ms 7 --supernet CKPT --data DIR   evolution under a latency budget
+  tdbnas export --weights runs/a/model.pt --out m.tflite --verify   int8 TFLite + post-processing op, verified
 
 Set TDBNAS_DEBUG=1 to see full tracebacks.
 """
 
-COMMANDS = (arch, spaces, data, train, profile, predict, latency)
+COMMANDS = (arch, spaces, data, train, supernet, profile, predict, latency, search, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

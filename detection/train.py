@@ -91,6 +91,10 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     log_every_steps: int = 20
     max_minutes: float | None = None
+    # Time-budgeted schedule: the cosine ends after this many minutes of training time, or at
+    # `epochs`, whichever comes first (with `max_minutes` equal, training stops there). Use it
+    # when a run has a wall-clock budget and throughput varies (shared machines).
+    schedule_minutes: float | None = None
     device: str = "auto"
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -182,14 +186,21 @@ class _Distributed:
         return cls(dist.get_rank(), world)
 
 
-def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up from `warmup_start_factor * lr`, then cosine decay to `min_lr_factor * lr`."""
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, train_seconds: float = 0.0) -> float:
+    """Linear warm-up from `warmup_start_factor * lr`, then cosine decay to `min_lr_factor * lr`.
+
+    With `schedule_minutes`, the cosine's progress is the larger of the step fraction and the
+    training-time fraction (both measured after the warm-up's share), so it ends on time."""
     total = max(1, round(config.epochs * steps_per_epoch))
     warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
     if step < warmup:
         fraction = step / max(1, warmup)
         return config.lr * (config.warmup_start_factor + (1 - config.warmup_start_factor) * fraction)
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if config.schedule_minutes:
+        share = warmup / total
+        elapsed = train_seconds / (config.schedule_minutes * 60)
+        progress = max(progress, min(1.0, (elapsed - share) / max(1e-9, 1 - share)))
     floor = config.min_lr_factor
     return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -226,8 +237,10 @@ class Trainer:
         self.device = _resolve_device(config.device)
         self.dist = _Distributed.from_env(self.device)
         torch.manual_seed(config.seed)
-        self.train_set = train_set or build_dataset(config.data, config.train_split, size=config.resolution,
-                                                    train=True, augmentation=augmentation(config))
+        if train_set is None:
+            train_set = build_dataset(config.data, config.train_split, size=config.resolution, train=True,
+                                      augmentation=augmentation(config))
+        self.train_set = train_set
         self.val_set = val_set
         if self.val_set is None and config.val_split:
             self.val_set = build_dataset(config.data, config.val_split, size=config.resolution, train=False)
@@ -263,9 +276,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.ddp_model: nn.Module = self.model
         if self.dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.ddp_model = DistributedDataParallel(self.model)
+            self.ddp_model = self.wrap_distributed(self.model)
         if config.compile:
             self.ddp_model = torch.compile(self.ddp_model)
 
@@ -273,6 +284,13 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         """The weights evaluated and saved as model.pt: the EMA when on, else the model."""
         return self.ema.model if self.ema is not None else self.model
+
+    def wrap_distributed(self, model: nn.Module) -> nn.Module:
+        """The model as DDP sees it (subclasses training a subset of the parameters per step,
+        such as a supernet, pass `find_unused_parameters=True`)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
 
     # ---- paths ---------------------------------------------------------------------------
     @property
@@ -339,7 +357,7 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, float]:
         config = self.config
-        lr = learning_rate(config, self.step, self.steps_per_epoch)
+        lr = learning_rate(config, self.step, self.steps_per_epoch, self.train_seconds)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images = images.to(self.device, non_blocking=True)

@@ -34,6 +34,9 @@ ACCELERATOR_WIDTHS = ((32,), (16, 24), (16, 32), (40, 64), (72, 120, 128), (96, 
 # MobileDet-CPU's widths (16, 8, 16, 32, 72, 72, 104, 144) and one wider choice per block.
 CPU_WIDTHS = ((16,), (8, 16), (16, 24), (32, 40), (64, 72), (72, 96), (104, 128), (144, 192))
 
+# One width per block: MobileDet-EdgeTPU's (stem 32, then 16, 16, 40, 72, 96, 120, 384).
+LITE_WIDTHS = ((32,), (16,), (16,), (40,), (72,), (96,), (120,), (384,))
+
 KERNELS = (3, 5)
 EXPANSIONS = (4, 8)
 TUCKER_RATIOS = (0.25, 0.75)
@@ -78,6 +81,11 @@ def space_descriptions() -> list[dict[str, Any]]:
         mobiledet_description("ibn-cpu", ibn_ops("_se0.25_hs"), CPU_WIDTHS, cpu_flavour=True,
                               description="MobileDets IBN space, CPU flavour (hard-swish, SE 0.25); "
                                           "holds MobileDet-CPU"),
+        mobiledet_description("tdb-lite", ["ir_k3_e4", "ir_k5_e4", "er_k3_e4", "tk_k3_i0.25_o0.75"],
+                              LITE_WIDTHS,
+                              description="TDB space for minutes-long CPU runs (the default of `tdbnas run`): "
+                                          "one width per block (MobileDet-EdgeTPU's), IBN k3/k5 e4, fused k3 e4, "
+                                          "Tucker 0.25/0.75, skips"),
     ]
 
 

@@ -13,7 +13,8 @@ from tdbnas.latency.units import space_units
 from tdbnas.spaces import SSDLiteHead, get_space
 
 
-def _filled(tmp_path, space, resolution, head=SSDLiteHead(), drop=0):
+def _filled(tmp_path, space, resolution, head=None, drop=0):
+    head = head or SSDLiteHead()
     table = LatencyTable(tmp_path / "lut.sqlite")
     table.ensure_profile("p", kind="measured", runner="local")
     rng = np.random.default_rng(0)

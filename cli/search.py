@@ -1,0 +1,187 @@
+"""`tdbnas search`: latency-constrained search of a space with a supernet as the fitness.
+
+The command is a thin front over `tdbnas.search.run_search`. The fitness comes from
+`fitness_factory(args)`, which builds `tdbnas.search.fitness.SupernetEvaluator` from
+`--supernet` and `--data` in each worker; Python callers (and tests) that want another fitness
+call `run_search` directly, or replace `tdbnas.cli.search.fitness_factory` (monkeypatch) with a
+function returning a picklable zero-argument factory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tdbnas.cli.common import positive_float, positive_int, resolution
+from tdbnas.search.settings import ALGORITHMS
+
+if TYPE_CHECKING:
+    from tdbnas.search.settings import SearchSettings
+
+EPILOG = """\
+Each --profile pairs with the --budget-ms at the same position; a candidate must fit every
+budget (predicted latency of the whole SSDLite detector at --resolution). Built-in profiles:
+edgetpu and dsp (modelled), cpu (measured on this machine: the first use profiles the whole
+space, which takes a while). A budget below the smallest latency the space can reach is
+reported before anything is evaluated. Rerunning the same command resumes the run in --out
+and reaches the same result as an uninterrupted run; --generations may be raised to extend it.
+
+Defaults are the DetNAS evolution: population 50, top-10 parents, 20 mutations (p = 0.1 per
+gene), 20 crossovers, 10 random, 20 generations. Outputs in --out: search.sqlite (every
+evaluation), best_arch.txt, result.json, search.png, config.json.
+
+examples:
+  tdbnas search --space tdb --profile edgetpu --budget-ms 7 --supernet runs/sn --data data/coco
+  tdbnas search --space tdb --profile edgetpu --budget-ms 7 --profile cpu --budget-ms 30 \\
+      --supernet CKPT --data DIR --out runs/search-tdb --ray
+  tdbnas search --space tdb --profile dsp --budget-ms 12 --algorithm pareto --supernet CKPT --data DIR
+  tdbnas search --space tdb --profile edgetpu --budget-ms 7 --algorithm random --generations 20 ...
+  tdbnas search ... --ray auto                    join the running Ray cluster (or ray://host:10001)
+"""
+
+# Flags that map onto SearchSettings fields: (flag, field, type, help).
+SETTING_FLAGS = (
+    ("--generations", "generations", positive_int, "generations (default 20)"),
+    ("--population", "population", positive_int, "candidates per generation (default 50)"),
+    ("--parents", "parents", int, "top-k parents (default 10)"),
+    ("--mutations", "mutations", int, "mutants per generation (default 20)"),
+    ("--crossovers", "crossovers", int, "crossovers per generation (default 20)"),
+    ("--mutation-prob", "mutation_prob", float, "per-gene mutation probability (default 0.1)"),
+    ("--seed", "seed", int, "search seed (default 0)"),
+    ("--metric", "metric", str, "fitness key to maximise (default mAP)"),
+    ("--pareto-profile", "pareto_profile", str, "latency axis of --algorithm pareto (default: the first profile)"),
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("search", help="latency-constrained evolutionary / random / Pareto search",
+                            description="Search a space for the most accurate detector within latency budgets.",
+                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", help="search space (default: the supernet's, else tdb)")
+    parser.add_argument("--profile", action="append", default=[], metavar="NAME",
+                        help="latency profile, e.g. edgetpu, dsp, cpu (repeatable)")
+    parser.add_argument("--budget-ms", action="append", default=[], type=positive_float, metavar="MS",
+                        help="latency budget of the --profile at the same position (repeatable)")
+    parser.add_argument("--supernet", metavar="CKPT", help="trained supernet checkpoint (the fitness)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="dataset for BN recalibration and the search split (default: the supernet run's)")
+    parser.add_argument("--device", default="cpu", help="device of the supernet evaluator: cpu, cuda, auto")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default runs/search-SPACE-ALGORITHM-sSEED)")
+    parser.add_argument("--resolution", type=resolution, default=None, metavar="N|HxW",
+                        help="input size (default: the supernet's training resolution, else 320)")
+    parser.add_argument("--num-classes", type=positive_int, default=None, metavar="N",
+                        help="classes of the latency head (default: the supernet's dataset, else 90)")
+    parser.add_argument("--width-multiplier", type=positive_float, default=1.0, metavar="M")
+    parser.add_argument("--max-madds", type=positive_float, metavar="N", help="detector multiply-adds limit")
+    parser.add_argument("--max-params", type=positive_float, metavar="N", help="detector parameter limit")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="evaluate on Ray: a local cluster, or the cluster at ADDRESS (auto, ray://host:10001)")
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="Ray workers (default: one per CPU)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per Ray worker")
+    parser.add_argument("--table", metavar="PATH", help="latency table (default ~/.cache/tdbnas/latency.sqlite)")
+    parser.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                        help="threads for first-use profiling of cpu (default 1)")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default=None, help="evolution (default), random or pareto")
+    for flag, name, kind, text in SETTING_FLAGS:
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=text)
+    parser.add_argument("--quiet", action="store_true", help="no per-generation progress")
+    parser.set_defaults(handler=run)
+
+
+def fitness_factory(args: argparse.Namespace) -> Any:
+    """The picklable zero-argument factory of the fitness (see the module docstring)."""
+    from tdbnas.search.parallel import SupernetFactory
+
+    if not args.supernet:
+        raise ValueError("a fitness is needed: pass --supernet CKPT (a run of `tdbnas supernet train`); from Python, "
+                         "tdbnas.search.run_search(space, fitness, constraints, settings, out) takes any function "
+                         "arch -> {'mAP': ...}")
+    if not Path(args.supernet).exists():
+        raise FileNotFoundError(f"supernet checkpoint {args.supernet} does not exist")
+    factory = SupernetFactory(str(args.supernet), args.data, args.space, tuple(args.resolution),
+                              (("device", args.device),))
+    factory.check()
+    return factory
+
+
+def supernet_defaults(checkpoint: str) -> dict:
+    """Space, resolution and class count a supernet run recorded (config.json beside or inside)."""
+    import json
+
+    path = Path(checkpoint)
+    config_path = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    if not config_path.is_file():
+        return {}
+    config = json.loads(config_path.read_text())
+    found = {k: config[k] for k in ("space", "resolution") if k in config}
+    annotations = Path(config.get("data", "")) / "annotations" / f"instances_{config.get('train_split', 'train')}.json"
+    if annotations.is_file():
+        found["num_classes"] = len(json.loads(annotations.read_text()).get("categories", [])) or None
+    return found
+
+
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    from tdbnas.search.settings import SearchSettings
+
+    names = ["algorithm"] + [name for _, name, _, _ in SETTING_FLAGS]
+    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return SearchSettings.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tdbnas.cli.profile import open_table
+    from tdbnas.cli.spaces import load_space
+    from tdbnas.latency import profiles
+    from tdbnas.search import Budget, Constraints, run_search
+    from tdbnas.search.parallel import make_evaluator, ray_available
+    from tdbnas.spaces import SSDLiteHead, as_hw
+
+    if not args.profile:
+        raise ValueError("give at least one --profile NAME --budget-ms MS (e.g. --profile edgetpu --budget-ms 7)")
+    if len(args.profile) != len(args.budget_ms):
+        raise ValueError(f"{len(args.profile)} --profile but {len(args.budget_ms)} --budget-ms: give one budget per "
+                         "profile, in the same order")
+    settings = settings_from_args(args)
+    recorded = supernet_defaults(args.supernet) if args.supernet else {}
+    args.space = args.space or recorded.get("space") or "tdb"
+    args.resolution = args.resolution or as_hw(recorded.get("resolution", 320))
+    args.num_classes = args.num_classes or recorded.get("num_classes") or 90
+    space = load_space(args.space)
+    head = SSDLiteHead(num_classes=args.num_classes)
+    factory = fitness_factory(args)
+    out = Path(args.out or f"runs/search-{space.name}-{settings.algorithm}-s{settings.seed}")
+    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    with open_table(args.table) as lut:
+        budgets = []
+        for name, budget in zip(args.profile, args.budget_ms):
+            spec = profiles.profile_spec(name)
+            if spec is not None and spec.kind == "measured":
+                say(f"profile {name}: measuring the units of space {space.name} this table lacks (first use only)")
+            predictor = profiles.get_predictor(name, args.resolution, space=space, table=lut, head=head,
+                                               width_multiplier=args.width_multiplier, threads=args.threads)
+            budgets.append(Budget(predictor, budget))
+        constraints = Constraints(budgets, resolution=args.resolution, head=head,
+                                  width_multiplier=args.width_multiplier, max_madds=args.max_madds,
+                                  max_params=args.max_params)
+        constraints.check_reachable(space)  # fail fast, before Ray starts
+        ray = args.ray
+        if ray is not None and not ray_available():
+            say("Ray is not installed (pip install 'tdbnas[distributed]'): evaluating serially")
+            ray = None
+        evaluator = make_evaluator(factory, ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+        try:
+            details = {"command": {k: v for k, v in vars(args).items() if k != "handler"}, "table": str(lut.path)}
+            result = run_search(space, evaluator, constraints, settings, out, log=say, details=details)
+        finally:
+            evaluator.close()
+    best = result.best
+    latency = ", ".join(f"{p} {best.latency_ms[p]:.2f} ms" for p in constraints.profiles)
+    print(f"best {settings.metric} {best.score:.4f} ({latency}; {best.madds / 1e9:.3f} GMAdds, "
+          f"{best.params / 1e6:.2f} M params) after {len(result.evaluations)} evaluations")
+    print(best.arch)
+    if settings.algorithm == "pareto":
+        print(f"Pareto front on {result.front_profile}: {len(result.front)} architectures (result.json)")
+    print(f"-> {out}/best_arch.txt, result.json, search.png, search.sqlite")
+    return 0

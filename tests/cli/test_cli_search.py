@@ -1,0 +1,91 @@
+"""`tdbnas search`: a run with a synthetic fitness injected in place of the supernet
+(`tdbnas.cli.search.fitness_factory`), resume, and one-line errors."""
+
+import json
+import re
+import sys
+
+import pytest
+
+from tdbnas.cli import search as search_cli
+from tdbnas.cli.main import main
+from tdbnas.latency.predictor import LatencyPredictor
+from tdbnas.latency.table import LatencyTable
+from tdbnas.search import SyntheticFitness, min_latency
+from tdbnas.spaces import ArchSpec, get_space
+
+SMALL = ["--generations", "2", "--population", "8", "--parents", "2", "--mutations", "3", "--crossovers", "3"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    monkeypatch.setattr(search_cli, "fitness_factory", lambda args: SyntheticFitness(get_space(args.space), 0).factory)
+
+
+def test_search_writes_the_run_and_resumes(tmp_path, capsys, synthetic):
+    argv = ["search", "--space", "tdb", "--profile", "edgetpu", "--budget-ms", "9", "--profile", "dsp",
+            "--budget-ms", "20", "--table", tmp_path / "lut.sqlite", "--out", tmp_path / "run", *SMALL, "--seed", "4"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert re.search(r"best mAP 0\.\d{4} \(edgetpu \d\.\d\d ms, dsp \d+\.\d\d ms; .* after 16 evaluations", out)
+    assert "generation 2/2" in err
+    best = (tmp_path / "run" / "best_arch.txt").read_text().strip()
+    assert best in out and get_space("tdb").contains(ArchSpec.parse(best))
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["best"]["latency_ms"]["edgetpu"] <= 9 and record["best"]["latency_ms"]["dsp"] <= 20
+    assert record["evaluated_in_last_session"] == 16 and record["settings"]["seed"] == 4
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["command"]["profile"] == ["edgetpu", "dsp"] and config["command"]["budget_ms"] == [9.0, 20.0]
+    assert (tmp_path / "run" / "search.png").stat().st_size > 10_000
+
+    code, out, err = run(capsys, *argv)  # the same command again: everything comes from the run database
+    assert code == 0 and "resuming" in err
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["resumed"] and record["evaluated_in_last_session"] == 0 and record["best"]["arch"] == best
+
+
+def test_unreachable_budget_is_one_line_with_the_smallest_latency(tmp_path, capsys, synthetic):
+    code, out, err = run(capsys, "search", "--space", "tdb", "--profile", "edgetpu", "--budget-ms", "1",
+                         "--table", tmp_path / "lut.sqlite", "--out", tmp_path / "run", *SMALL)
+    with LatencyTable(tmp_path / "lut.sqlite") as table:
+        smallest = min_latency(get_space("tdb"), LatencyPredictor(table, "edgetpu"), 320).value
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"tdbnas search: error: no architecture of space tdb fits edgetpu ≤ 1.0 ms: the smallest "
+                          f"predicted latency is {smallest:.2f} ms (modelled profile, 320x320, 90 classes; reached by ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_argument_errors(tmp_path, capsys, synthetic):
+    table = ["--table", tmp_path / "lut.sqlite"]
+    code, _, err = run(capsys, "search", "--profile", "edgetpu", "--budget-ms", "7", "--profile", "dsp", *table)
+    assert code == 2 and "2 --profile but 1 --budget-ms" in err
+    code, _, err = run(capsys, "search", *table)
+    assert code == 2 and "at least one --profile" in err
+    code, _, err = run(capsys, "search", "--profile", "edgetpu", "--budget-ms", "7", "--population", "10", *table)
+    assert code == 2 and "exceed the population" in err
+
+
+def test_the_supernet_fitness_is_required_and_checked(tmp_path, capsys, monkeypatch):
+    base = ["search", "--profile", "edgetpu", "--budget-ms", "7", "--table", tmp_path / "lut.sqlite"]
+    code, _, err = run(capsys, *base)
+    assert code == 2 and "a fitness is needed: pass --supernet CKPT" in err
+    code, _, err = run(capsys, *base, "--supernet", tmp_path / "missing.pt")
+    assert code == 2 and "does not exist" in err
+    checkpoint = tmp_path / "supernet.pt"
+    checkpoint.write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "tdbnas.search.fitness", None)  # as if the module were absent
+    code, _, err = run(capsys, *base, "--supernet", checkpoint)
+    assert code == 2 and "SupernetEvaluator) cannot be imported" in err
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "examples:" in out and "--budget-ms" in out and "--ray" in out
