@@ -10,10 +10,11 @@ import os
 import sys
 import traceback
 
-from tdbnas.cli import arch, data, export, latency, predict, profile, search, spaces, supernet, train
+from tdbnas.cli import arch, data, export, latency, predict, profile, run, search, spaces, supernet, train
 
 EPILOG = """\
 examples:
+  tdbnas run                                    the whole flow on the built-in default (~20 min on 2 cores)
   tdbnas arch list                              reference architectures with MAdds and params
   tdbnas arch show mobiledet-edgetpu            layer table, endpoints, costs at 320x320
   tdbnas arch show 'conv_k3_s2_c32/ds_k3_c16/...' --resolution 640x320
@@ -32,7 +33,7 @@ examples:
 Set TDBNAS_DEBUG=1 to see full tracebacks.
 """
 
-COMMANDS = (arch, spaces, data, train, supernet, profile, predict, latency, search, export)
+COMMANDS = (run, arch, spaces, data, train, supernet, profile, predict, latency, search, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,163 @@
+"""The settings of `tdbnas run`: one nested mapping with documented defaults.
+
+Sources, later ones winning: the defaults below, a YAML/JSON file (`--config FILE`, or a
+built-in name: `default`, `full`), then command-line flags. Unknown keys are errors that name
+the key and list the known ones; the resolved settings are saved in the run directory
+(`config.yaml`), so a run can always be reproduced from its own folder.
+
+The defaults are the built-in demo: the synthetic dataset at 160x160, the small `tdb-lite`
+space, this machine's CPU and a budget picked from the space itself (`auto`: the median
+predicted latency of its members on the device), sized to finish in about 15-20 minutes on a
+2-core machine. `full` is the same flow at 320x320 on the `tdb` space with DetNAS-sized search
+settings, for real data and real devices.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "out": "runs/tdbnas",
+    "seed": 0,
+    "resolution": 160,
+    "space": "tdb-lite",
+    "data": {
+        "root": None,                 # a COCO-format dataset; null: generate the built-in one in <out>/data
+        "train_split": "train",
+        "val_split": "val",
+        "synth": {"num_train": 2000, "num_val": 500, "image_size": 160, "seed": 0},
+    },
+    "device": {
+        "name": "cpu",                # cpu | edgetpu | dsp (modelled unless a delegate reaches real hardware)
+        "runner": "local",            # local | adb | ssh
+        "threads": 1,
+        "delegate": None,             # e.g. libedgetpu.so.1
+        "host": None,                 # user@host for --runner ssh
+        "serial": None,               # adb serial
+        "table": None,                # latency table (default ~/.cache/tdbnas/latency.sqlite)
+    },
+    "latency": {
+        "profile": None,              # a profile of the table to use as is (e.g. one measured over adb)
+        "budget_ms": "auto",          # a number, or auto: the budget_quantile of the space's predicted latencies
+        "budget_quantile": 0.5,
+        "calibration_detectors": 3,   # full detectors timed end to end to fit a*sum+b (measured profiles)
+    },
+    "supernet": {                     # tdbnas.search.supernet_train.SupernetTrainConfig fields
+        "epochs": 20.0,
+        "max_minutes": 4.0,
+        "schedule_minutes": 4.0,
+        "batch_size": 32,
+        "lr": 0.1,
+        "warmup_epochs": 0.5,
+        "random_crop": False,
+        "search_fraction": 0.1,
+    },
+    "search": {                       # tdbnas.search.settings.SearchSettings fields, plus the evaluator's
+        "algorithm": "evolution",
+        "population": 12,
+        "parents": 4,
+        "mutations": 4,
+        "crossovers": 4,
+        "generations": 4,
+        "recalibration_images": 128,
+        "eval_images": 100,
+        "ray": False,                 # false: serial; "local" or an address: Ray
+    },
+    "retrain": {                      # tdbnas.detection.train.TrainConfig fields, plus init
+        "init": "supernet",           # supernet: fine-tune the extracted child; scratch: train from scratch
+        "epochs": 20.0,
+        "max_minutes": 4.0,
+        "schedule_minutes": 4.0,
+        "batch_size": 32,
+        "lr": 0.05,
+        "warmup_epochs": 0.2,
+        "random_crop": False,
+    },
+    "export": {
+        "precision": "int8",
+        "input_type": "int8",
+        "calibration_images": 64,
+        "verify_images": 200,
+        "max_detections": 100,
+    },
+    "references": ["mobiledet-edgetpu", "mobiledet-cpu", "mobilenetv2"],  # drawn on the plots for comparison
+}
+
+BUILTIN = ("default", "full")
+
+
+#: Sections passed on to a dataclass that checks its own keys (SynthConfig, SupernetTrainConfig,
+#: SearchSettings, TrainConfig): any of its fields may be set here, not only those listed above.
+OPEN_SECTIONS = ("synth", "supernet", "search", "retrain", "export")
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{where}{key}"
+        if key not in base:
+            raise ValueError(f"unknown setting {path!r}; known here: {', '.join(sorted(base))}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"setting {path!r} must be a mapping, got {value!r}")
+            merged[key] = {**base[key], **value} if key in OPEN_SECTIONS else _merge(base[key], value, f"{path}.")
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_file(name_or_path: str) -> dict[str, Any]:
+    """A settings file (YAML/JSON, safe loader) or a built-in name."""
+    import yaml
+
+    if name_or_path in BUILTIN:
+        text = resources.files("tdbnas.pipeline").joinpath("configs", f"{name_or_path}.yaml").read_text()
+        source = f"built-in config {name_or_path!r}"
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist (or use a built-in: {', '.join(BUILTIN)})")
+        text, source = path.read_text(), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source} is not valid YAML/JSON: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{source} must hold a mapping of settings, not a {type(data).__name__}")
+    return data
+
+
+def resolve(file: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults <- file <- overrides (nested mappings), validated."""
+    config = copy.deepcopy(DEFAULTS)
+    if file:
+        config = _merge(config, load_file(file))
+    if overrides:
+        config = _merge(config, overrides)
+    _validate(config)
+    return config
+
+
+def _validate(config: dict[str, Any]) -> None:
+    budget = config["latency"]["budget_ms"]
+    if budget != "auto" and not (isinstance(budget, int | float) and budget > 0):
+        raise ValueError(f"latency.budget_ms must be a positive number of ms or 'auto', got {budget!r}")
+    if not 0 < float(config["latency"]["budget_quantile"]) <= 1:
+        raise ValueError("latency.budget_quantile must be in (0, 1]")
+    if config["retrain"]["init"] not in ("supernet", "scratch"):
+        raise ValueError(f"retrain.init must be 'supernet' or 'scratch', got {config['retrain']['init']!r}")
+    if not isinstance(config["resolution"], int) or config["resolution"] < 32:
+        raise ValueError(f"resolution must be an integer >= 32, got {config['resolution']!r}")
+    if config["device"]["runner"] not in ("local", "adb", "ssh"):
+        raise ValueError(f"device.runner must be local, adb or ssh, got {config['device']['runner']!r}")
+
+
+def dump(config: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(config, sort_keys=False)

@@ -1,0 +1,93 @@
+"""Does the exported detector find objects in a plain interpreter? (run as a script)
+
+Imports only the TFLite interpreter (ai_edge_litert, else tflite_runtime), numpy and Pillow,
+never tdbnas, torch or TensorFlow: what a deployment has. Reads the model's own metadata-free
+contract (input quantization from the model, TFLite_Detection_PostProcess outputs), runs COCO
+val images through it and prints one JSON line: how many ground-truth objects were found by a
+detection of the same class with IoU >= 0.5 and score >= the threshold.
+
+    python plain_check.py --model m.tflite --annotations instances_val.json --images images/val
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+from PIL import Image
+
+
+def interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    return Interpreter
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    top_left = np.maximum(box[:2], boxes[:, :2])
+    bottom_right = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=1)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--annotations", required=True)
+    parser.add_argument("--images", required=True)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--score", type=float, default=0.3)
+    args = parser.parse_args()
+
+    interpreter = interpreter_class()(model_path=args.model, num_threads=1)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    height, width = int(detail["shape"][1]), int(detail["shape"][2])
+    outputs = interpreter.get_output_details()
+    with open(args.annotations) as handle:
+        data = json.load(handle)
+    categories = sorted(c["id"] for c in data["categories"])
+    label_of = {cid: label for label, cid in enumerate(categories)}
+    by_image: dict[int, list[dict]] = {}
+    for annotation in data["annotations"]:
+        if not annotation.get("iscrowd"):
+            by_image.setdefault(annotation["image_id"], []).append(annotation)
+    found = total = detections = 0
+    for record in data["images"][:args.count]:
+        pixels = np.asarray(Image.open(f"{args.images}/{record['file_name']}").convert("RGB").resize(
+            (width, height), Image.BILINEAR), dtype=np.float32)
+        x = pixels * (2.0 / 255.0) - 1.0  # the detector's input normalisation
+        if detail["dtype"] != np.float32:
+            scale, zero = detail["quantization"]
+            info = np.iinfo(detail["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        interpreter.set_tensor(detail["index"], x[None].astype(detail["dtype"]))
+        interpreter.invoke()
+        boxes, classes, scores, count = (interpreter.get_tensor(o["index"]) for o in outputs)
+        n = int(count[0])
+        keep = scores[0, :n] >= args.score
+        boxes, classes = boxes[0, :n][keep], classes[0, :n][keep].astype(int)
+        detections += int(keep.sum())
+        for annotation in by_image.get(record["id"], []):
+            x0, y0, w, h = annotation["bbox"]
+            truth = np.array([y0 / record["height"], x0 / record["width"], (y0 + h) / record["height"],
+                              (x0 + w) / record["width"]])
+            same = classes == label_of[annotation["category_id"]]
+            total += 1
+            if same.any() and iou(truth, boxes[same]).max() >= 0.5:
+                found += 1
+    print(json.dumps({"images": min(args.count, len(data["images"])), "objects": total, "found": found,
+                      "recall_at_iou_0.5": found / max(total, 1), "score_threshold": args.score,
+                      "detections": detections, "modules": sorted(m for m in ("tdbnas", "torch", "tensorflow")
+                                                                  if m in sys.modules)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
