@@ -19,19 +19,19 @@ pickle anywhere: a table must stay readable across library versions.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime
 import io
 import json
 import math
 import os
-import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tdbnas.spaces.sqlite_store import StoreKind, connect, transaction
 
 SCHEMA_VERSION = 1
 #: "tdbL" — marks a SQLite file as a tdbnas latency table.
@@ -40,8 +40,6 @@ JSON_FORMAT = "tdbnas.latency-table"
 KINDS = ("measured", "modelled")
 CSV_COLUMNS = ("profile", "kind", "runner", "runtime_version", "key", "value_ms", "statistic", "spread",
                "samples", "measured_at", "environment")
-#: Seconds a writer waits for another writer's transaction before giving up.
-BUSY_TIMEOUT_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE profiles (
@@ -69,6 +67,9 @@ CREATE TABLE entries (
 
 class TableError(ValueError):
     """A file that is not a usable latency table, or a malformed import."""
+
+
+STORE = StoreKind("latency table", APPLICATION_ID, SCHEMA_VERSION, _SCHEMA, TableError)
 
 
 @dataclass(frozen=True)
@@ -157,53 +158,10 @@ class LatencyTable:
         if self.path.is_dir():
             raise TableError(f"{self.path} is a directory, not a latency table file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the
-            # write lock up front and waits (busy timeout) instead of failing on upgrade.
-            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")  # durable across process kills in WAL mode
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._init_schema()
-        except sqlite3.DatabaseError as exc:
-            self._close_quietly()
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise TableError(f"{self.path} is not a tdbnas latency table (SQLite says: {exc})") from None
-            # Locked for longer than the busy timeout, read-only folder, disk full, ...
-            raise OSError(f"cannot use latency table {self.path}: {exc}") from None
-
-    # ---- lifecycle -----------------------------------------------------------------------
-    def _init_schema(self) -> None:
-        with self._write():
-            app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if app_id == 0 and version == 0 and not tables:
-                # Statement by statement: `executescript` would commit our open transaction first.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                return
-        if app_id != APPLICATION_ID:
-            raise TableError(f"{self.path} is a SQLite database but not a tdbnas latency table "
-                             f"(application_id {app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})")
-        if version > SCHEMA_VERSION:
-            raise TableError(f"{self.path} has latency-table schema version {version}, newer than this tdbnas "
-                             f"understands ({SCHEMA_VERSION}); upgrade tdbnas or export it with the newer version")
-        if version < SCHEMA_VERSION:
-            raise TableError(f"{self.path} has an unknown latency-table schema version {version} "
-                             f"(this tdbnas reads version {SCHEMA_VERSION})")
+        self._conn = connect(str(self.path), STORE, str(self.path))
 
     def close(self) -> None:
         self._conn.close()
-
-    def _close_quietly(self) -> None:
-        # Already failing: keep the first error.
-        with contextlib.suppress(Exception):
-            self._conn.close()
 
     def __enter__(self) -> LatencyTable:
         return self
@@ -214,8 +172,8 @@ class LatencyTable:
     def __repr__(self) -> str:
         return f"LatencyTable({str(self.path)!r})"
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._conn)
+    def _write(self):
+        return transaction(self._conn)
 
     # ---- profiles ------------------------------------------------------------------------
     def ensure_profile(self, name: str, *, kind: str, runner: str,
@@ -499,20 +457,6 @@ class LatencyTable:
                                        (_dumps(prof.calibration.to_json()), prof.name))
             written = sum(self._insert(entry, replace=replace) for entry in entries)
         return written
-
-
-class _Transaction:
-    """`BEGIN IMMEDIATE ... COMMIT` (ROLLBACK on error): short, explicit write transactions."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
 _ENTRY_COLUMNS = "profile, runtime_version, key, value_ms, statistic, spread, samples, environment, measured_at"

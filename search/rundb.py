@@ -23,22 +23,20 @@ Tables:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tdbnas.latency.table import now
+from tdbnas.spaces.sqlite_store import StoreKind, connect, transaction
 
 SCHEMA_VERSION = 1
 #: "tdbS" — marks a SQLite file as a tdbnas search run.
 APPLICATION_ID = 0x74646253
-BUSY_TIMEOUT_S = 60.0
 DB_NAME = "search.sqlite"
 
 _SCHEMA = """
@@ -78,6 +76,9 @@ CREATE TABLE evaluations (
 
 class RunDBError(ValueError):
     """A file that is not a usable run database, or a resume that does not match the run."""
+
+
+STORE = StoreKind("search run", APPLICATION_ID, SCHEMA_VERSION, _SCHEMA, RunDBError)
 
 
 @dataclass(frozen=True)
@@ -147,38 +148,7 @@ class RunDB:
             if self.path.is_dir():
                 raise RunDBError(f"{self.path} is a directory, not a run database file")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._init_schema()
-        except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise RunDBError(f"{target} is not a tdbnas search run (SQLite says: {exc})") from None
-            raise OSError(f"cannot use run database {target}: {exc}") from None
-
-    def _init_schema(self) -> None:
-        with self._write():
-            app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if app_id == 0 and version == 0 and not tables:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                return
-        if app_id != APPLICATION_ID:
-            raise RunDBError(f"{self.path} is a SQLite database but not a tdbnas search run "
-                             f"(application_id {app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})")
-        if version != SCHEMA_VERSION:
-            newer = "newer than this tdbnas understands; upgrade tdbnas" if version > SCHEMA_VERSION else "unknown"
-            raise RunDBError(f"{self.path} has search-run schema version {version} ({newer}; this tdbnas "
-                             f"reads version {SCHEMA_VERSION})")
+        self._conn = connect(target, STORE, target)
 
     def close(self) -> None:
         self._conn.close()
@@ -192,15 +162,8 @@ class RunDB:
     def __repr__(self) -> str:
         return f"RunDB({str(self.path or ':memory:')!r})"
 
-    @contextlib.contextmanager
     def _write(self):
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        return transaction(self._conn)
 
     # ---- meta ------------------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
