@@ -126,7 +126,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from tdbnas.detection.data import build_dataset
     from tdbnas.detection.evaluate import evaluate_model
     from tdbnas.detection.model import SSDLite
-    from tdbnas.detection.train import load_weights
+    from tdbnas.detection.train import TrainConfig, head_settings, load_weights
     from tdbnas.spaces import resolve_arch
     from tdbnas.spaces.atomic import write_json_atomic
 
@@ -140,7 +140,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"{weights} has no config.json beside it: pass --arch and --data")
     state = load_weights(weights)
     dataset = build_dataset(data, split, size=resolution, train=False)
-    model = SSDLite(resolve_arch(arch_text), num_classes=dataset.num_classes,
+    head = head_settings(TrainConfig(head=run_config.get("head") or {}), dataset.num_classes)
+    model = SSDLite(resolve_arch(arch_text), num_classes=dataset.num_classes, head=head,
                     width_multiplier=run_config.get("width_multiplier", 1.0))
     try:
         model.load_state_dict(state)

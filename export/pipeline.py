@@ -36,6 +36,7 @@ class ExportSettings:
     resolution: int | None = None
     num_classes: int | None = None
     width_multiplier: float = 1.0
+    head: dict[str, Any] | None = None  # SSDLite head settings (default: the training run's config.json)
     precision: str = "int8"            # int8 | float32
     input_type: str = "int8"           # int8 | uint8 | float32
     output_type: str = "float32"       # raw outputs only: int8 | float32
@@ -66,6 +67,8 @@ def _resolve(settings: ExportSettings) -> ExportSettings:
         settings.data = run["data"]
     if settings.width_multiplier == 1.0 and run.get("width_multiplier"):
         settings.width_multiplier = float(run["width_multiplier"])
+    if settings.head is None:
+        settings.head = dict(run.get("head") or {})
     return settings
 
 
@@ -80,7 +83,7 @@ def export_detector(settings: ExportSettings) -> dict[str, Any]:
 
     from tdbnas.detection.data import INPUT_OFFSET, INPUT_SCALE, build_dataset
     from tdbnas.detection.model import SSDLite
-    from tdbnas.detection.train import load_weights
+    from tdbnas.detection.train import TrainConfig, head_settings, load_weights
     from tdbnas.export.detection_tflite import convert_detector, postprocess_settings_json
     from tdbnas.export.edgetpu import compatibility, compile_model, compiler_available
     from tdbnas.export.keras_detector import build_detector
@@ -104,7 +107,8 @@ def export_detector(settings: ExportSettings) -> dict[str, Any]:
     num_classes = settings.num_classes or (calibration_set.num_classes if calibration_set else None)
     if num_classes is None:
         raise ValueError("the class count is unknown: pass --num-classes N or --data DIR")
-    model = SSDLite(arch, num_classes=num_classes, width_multiplier=settings.width_multiplier).eval()
+    head = head_settings(TrainConfig(head=settings.head), num_classes)
+    model = SSDLite(arch, num_classes=num_classes, head=head, width_multiplier=settings.width_multiplier).eval()
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

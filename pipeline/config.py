@@ -83,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "verify_images": 200,
         "max_detections": 100,
     },
+    "head": {},                       # SSDLite head settings (tdbnas.spaces.SSDLiteHead fields) for every stage
     "references": ["mobiledet-edgetpu", "mobiledet-cpu", "mobilenetv2"],  # drawn on the plots for comparison
 }
 
@@ -90,8 +91,9 @@ BUILTIN = ("default", "full")
 
 
 #: Sections passed on to a dataclass that checks its own keys (SynthConfig, SupernetTrainConfig,
-#: SearchSettings, TrainConfig): any of its fields may be set here, not only those listed above.
-OPEN_SECTIONS = ("synth", "supernet", "search", "retrain", "export")
+#: SearchSettings, TrainConfig, SSDLiteHead): any of its fields may be set here, not only those
+#: listed above.
+OPEN_SECTIONS = ("synth", "supernet", "search", "retrain", "export", "head")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:

@@ -63,9 +63,10 @@ class Run:
         return load_space(self.config["space"])
 
     def head(self):
-        from tdbnas.spaces import SSDLiteHead
+        """The head every stage builds, predicts and exports (one `head` section of the settings)."""
+        from tdbnas.detection.train import TrainConfig, head_settings
 
-        return SSDLiteHead(num_classes=self.results["data"]["num_classes"])
+        return head_settings(TrainConfig(head=self.config["head"]), self.results["data"]["num_classes"])
 
 
 def run_stage(run: Run, stage: str) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def stage_supernet(run: Run) -> dict[str, Any]:
     from tdbnas.search.supernet_train import SupernetTrainConfig, SupernetTrainer
 
     settings = {"space": run.config["space"], "data": run.data_root, "resolution": run.resolution,
-                "seed": run.config["seed"], **run.config["supernet"]}
+                "seed": run.config["seed"], "head": run.config["head"], **run.config["supernet"]}
     config = SupernetTrainConfig.from_dict(settings)
     summary = SupernetTrainer(config, run.directory("supernet")).run()
     return {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
@@ -222,7 +223,7 @@ def stage_retrain(run: Run) -> dict[str, Any]:
     init = settings.pop("init")
     config = TrainConfig.from_dict({"arch": arch, "data": run.data_root, "resolution": run.resolution,
                                     "val_split": run.config["data"]["val_split"], "seed": run.config["seed"],
-                                    **settings})
+                                    "head": run.config["head"], **settings})
     model = None
     if init == "supernet" and not (run.out / "retrain" / "checkpoint.pt").exists():
         supernet = load_supernet(read_supernet_run(run.out / "supernet"), run.results["data"]["num_classes"])
