@@ -104,6 +104,8 @@ def main() -> int:
     parser.add_argument("--throughput", type=int, default=20000, help="archs for the predict_many timing")
     parser.add_argument("--name", default="latency_predictor", help="results file name")
     parser.add_argument("--fresh", action="store_true", help="start from an empty table")
+    parser.add_argument("--table", help="latency table to use (default: this benchmark's own); e.g. the one "
+                                        "latency_profile_space.py filled, so the units are not profiled twice")
     args = parser.parse_args()
 
     from tdbnas.latency.predictor import calibrate
@@ -115,7 +117,7 @@ def main() -> int:
     from tdbnas.spaces import get_reference, get_space
 
     res = (args.resolution, args.resolution)
-    table_path = CACHE / f"lut-{args.resolution}.sqlite"
+    table_path = Path(args.table) if args.table else CACHE / f"lut-{args.resolution}.sqlite"
     if args.fresh:
         for suffix in ("", "-wal", "-shm"):
             Path(str(table_path) + suffix).unlink(missing_ok=True)
