@@ -16,6 +16,7 @@ examples:
   tdbnas arch show mobiledet-cpu
   tdbnas arch show mobiledet-cpu --resolution 640x320       endpoint shapes on a 640x320 input
   tdbnas arch show detnas-300m --num-classes 6 --json > arch.json
+  tdbnas arch show mobiledet-edgetpu+nasfpn-lite              with a named feature pyramid
 """
 
 
@@ -107,6 +108,7 @@ def run_show(args: argparse.Namespace) -> int:
         record = {"name": name, "arch": arch.encode(), "resolution": list(hw), "width_multiplier": m,
                   "num_classes": args.num_classes,
                   "backbone": {"madds": cost.backbone.madds, "params": cost.backbone.params},
+                  "pyramid": {"madds": cost.pyramid.madds, "params": cost.pyramid.params},
                   "head": {"madds": cost.head.madds, "params": cost.head.params, "anchors": anchors},
                   "total": {"madds": cost.total.madds, "params": cost.total.params},
                   "features": [{"name": f.name, "hw": list(f.hw), "channels": f.channels, "stride": f.stride}
@@ -125,6 +127,9 @@ def run_show(args: argparse.Namespace) -> int:
     print("feature maps: " + ", ".join(f"{f.name} {f.hw[0]}x{f.hw[1]}x{f.channels}" for f in maps)
           + f"; {anchors} anchors")
     print(f"backbone:     {billions(cost.backbone.madds)} B MAdds, {millions(cost.backbone.params)} M params")
+    if arch.pyramid is not None:
+        print(f"pyramid:      {billions(cost.pyramid.madds)} B MAdds, {millions(cost.pyramid.params)} M params "
+              f"({len(arch.pyramid.cells)} merging cells x {arch.pyramid.stack}, {arch.pyramid.header()})")
     print(f"SSDLite head: {billions(cost.head.madds)} B MAdds, {millions(cost.head.params)} M params")
     print(f"detector:     {billions(cost.total.madds)} B MAdds, {millions(cost.total.params)} M params")
     if "madds_b" in published and hw == (320, 320) and m == 1.0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from tdbnas.cli.common import positive_float, positive_int, resolution, table
 
@@ -37,14 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_space(text: str):
-    from tdbnas.spaces import SPACES, BlockSpace
+    """A registered space, `NAME+pyramid` or a description file (`tdbnas.spaces.pyramid_space.resolve_space`)."""
+    from tdbnas.spaces.pyramid_space import resolve_space
 
-    if text in SPACES:
-        return SPACES.get(text)
-    if Path(text).suffix in (".yaml", ".yml", ".json"):
-        return BlockSpace.from_file(text)
-    raise ValueError(f"{text!r} is neither a registered space ({', '.join(SPACES.names())}) "
-                     "nor a .yaml/.yml/.json description file")
+    return resolve_space(text)
 
 
 def run(args: argparse.Namespace) -> int:

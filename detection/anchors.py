@@ -90,7 +90,7 @@ def detector_anchors(arch: ArchSpec, resolution: int | Sequence[int], head: SSDL
                      width_multiplier: float = 1.0) -> np.ndarray:
     """The anchors of an SSDLite detector on `arch` at `resolution`."""
     hw = as_hw(resolution)
-    head = head or SSDLiteHead()
+    head = (head or SSDLiteHead()).resolve(arch)  # with a pyramid: one map per pyramid level
     maps = head.feature_maps(arch, hw, width_multiplier)
     return ssd_anchors(head, [m.hw for m in maps], hw, min_scale=head.min_scale, max_scale=head.max_scale)
 

@@ -9,6 +9,11 @@ matching `anchors.ssd_anchors`.
 Module names trace back to the spec and match the Keras lowering: `backbone.blocks[b][i]`,
 `extras[i].{reduce,depthwise,expand}`, `box_heads[i]` / `class_heads[i]` with `.depthwise`
 (ConvBNAct) and `.pointwise` (1x1 conv with bias).
+
+With a feature pyramid in the architecture (NAS-FPN merging cells, `tdbnas.spaces.pyramid`),
+the backbone feeds `pyramid` (`tdbnas.spaces.nn.pyramid.Pyramid`: `pyramid.lateral[j]`,
+`pyramid.extra[j]`, `pyramid.cells[r][i]`) and the predictors run on its levels (the head is
+`SSDLiteHead.resolve(arch)`: by default every level P<min>..P<max>, no extra layers).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch import nn
 
 from tdbnas.detection.anchors import detector_anchors
 from tdbnas.spaces import ArchSpec, SSDLiteHead, as_hw
-from tdbnas.spaces.nn import Backbone
+from tdbnas.spaces.nn import Backbone, Pyramid
 from tdbnas.spaces.nn.ops import DEFAULT_NORM, ConvBNAct, NormSettings, init_weights
 
 # Head batch norm of the MobileDets configs: decay 0.97 (torch momentum 0.03), epsilon 0.001.
@@ -65,9 +70,18 @@ class SSDLite(nn.Module):
         head = head or SSDLiteHead(num_classes=num_classes)
         if head.num_classes != num_classes:
             head = SSDLiteHead(**{**head.__dict__, "num_classes": num_classes})
+        head = head.resolve(arch)
         self.arch, self.head_spec, self.width_multiplier = arch, head, width_multiplier
-        self.backbone = Backbone(arch, width_multiplier, out_features=head.from_features, norm=backbone_norm)
-        channels = list(self.backbone.out_channels)
+        if arch.pyramid is None:
+            self.pyramid = None
+            self.backbone = Backbone(arch, width_multiplier, out_features=head.from_features, norm=backbone_norm)
+            channels = list(self.backbone.out_channels)
+        else:
+            inputs = [info.name for info in arch.pyramid_inputs(width_multiplier)]
+            self.backbone = Backbone(arch, width_multiplier, out_features=inputs, norm=backbone_norm)
+            self.pyramid = Pyramid(arch.pyramid, self.backbone.out_channels, width_multiplier, head_norm)
+            self._levels = [int(name[1:]) - arch.pyramid.min_level for name in head.from_features]
+            channels = [arch.pyramid.scaled_width(width_multiplier)] * len(head.from_features)
         self.extras = nn.ModuleList()
         for depth in head.extra_depths:
             mid, out = head.extra_widths(depth, width_multiplier)
@@ -97,6 +111,9 @@ class SSDLite(nn.Module):
 
     def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         maps = list(self.backbone(images))
+        if self.pyramid is not None:
+            levels = self.pyramid(maps)  # P<min>..P<max>
+            maps = [levels[index] for index in self._levels]
         for extra in self.extras:
             maps.append(extra(maps[-1]))
         return maps

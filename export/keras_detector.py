@@ -22,6 +22,7 @@ from tdbnas.export.keras_layers import (
     apply_predictor,
     require_tensorflow_backend,
 )
+from tdbnas.export.keras_pyramid import pyramid_features
 from tdbnas.spaces.arch import ArchSpec
 from tdbnas.spaces.channels import as_hw
 from tdbnas.spaces.head import SSDLiteHead
@@ -77,7 +78,8 @@ def build_detector(arch: ArchSpec, resolution: int | Sequence[int], *, num_class
                    head: SSDLiteHead | None = None, width_multiplier: float = 1.0,
                    batch_size: int | None = 1) -> keras.Model:
     """The Keras SSDLite: input `images` [batch, H, W, 3], outputs `box_deltas` [batch, A, 4] and
-    `class_logits` [batch, A, class_slots], equal to the torch `SSDLite(arch, ...)` outputs.
+    `class_logits` [batch, A, class_slots], equal to the torch `SSDLite(arch, ...)` outputs
+    (with the architecture's feature pyramid between backbone and head, when it has one).
 
     `head` defaults to `SSDLiteHead(num_classes=num_classes)`; a head with another class count
     takes `num_classes`, as the torch model does."""
@@ -87,8 +89,15 @@ def build_detector(arch: ArchSpec, resolution: int | Sequence[int], *, num_class
         raise ValueError(f"head must be an SSDLiteHead, got {type(head).__name__}")
     if head.num_classes != num_classes:
         head = replace(head, num_classes=num_classes)
+    head = head.resolve(arch)  # with a pyramid: its levels
     images = _input(resolution, batch_size, 3)
-    maps = backbone_features(images, arch, width_multiplier, out_features=head.from_features, prefix="backbone_")
+    if arch.pyramid is None:
+        maps = backbone_features(images, arch, width_multiplier, out_features=head.from_features, prefix="backbone_")
+    else:
+        inputs = [info.name for info in arch.pyramid_inputs(width_multiplier)]
+        levels = pyramid_features(backbone_features(images, arch, width_multiplier, out_features=inputs,
+                                                    prefix="backbone_"), arch.pyramid, width_multiplier)
+        maps = [levels[int(name[1:]) - arch.pyramid.min_level] for name in head.from_features]
     for index, depth in enumerate(head.extra_depths):
         mid, out = head.extra_widths(depth, width_multiplier)
         maps.append(apply_extra(maps[-1], mid, out, name=f"extras_{index}", eps=HEAD_BN_EPS))

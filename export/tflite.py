@@ -50,15 +50,23 @@ RepresentativeData = np.ndarray | Iterable[Any] | Callable[[], Iterable[Any]]
 def convert(model: Any, *, precision: str = "int8", representative_data: RepresentativeData | None = None,
             num_samples: int = DEFAULT_CALIBRATION_SAMPLES, input_type: str = "int8", output_type: str = "int8",
             allow_float_fallback: bool = False, signature: str | None = None) -> bytes:
-    """Convert one single-input Keras model to TFLite bytes.
+    """Convert one Keras model to TFLite bytes.
 
     `precision="int8"` needs `representative_data` (float32 NHWC, normalised as the model's
-    inputs; at most `num_samples` are used). `input_type` int8 / uint8 / float32 and
+    inputs; at most `num_samples` are used). A model with several inputs (a feature pyramid's
+    merging-cell micro-model) takes an iterable of sequences, one array per input, and only
+    the frozen-graph route. `input_type` int8 / uint8 / float32 and
     `output_type` int8 / float32 choose the interface (float adds QUANTIZE / DEQUANTIZE at the
     edges). `signature`: None for the fast frozen-graph route (no signature def), or a key to
     get one named signature whose outputs carry the Keras output names (a few seconds more on
     a full detector).
     """
+    if len(getattr(model, "inputs", None) or []) > 1:
+        if signature is not None:
+            raise ValueError("a model with several inputs converts without a signature (signature=None)")
+        return _convert_multi_input(model, precision=precision, representative_data=representative_data,
+                                    num_samples=num_samples, input_type=input_type, output_type=output_type,
+                                    allow_float_fallback=allow_float_fallback)
     spec = _input_spec(model)
     settings = _settings(precision, input_type, output_type, num_samples)
     samples = _calibration(representative_data, spec, num_samples, "model") if precision == "int8" else None
@@ -72,6 +80,41 @@ def convert(model: Any, *, precision: str = "int8", representative_data: Represe
     function = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
     dataset = None if samples is None else (lambda: ([sample] for sample in samples))
+    return _run(converter, settings, dataset, allow_float_fallback)
+
+
+def _convert_multi_input(model: Any, *, precision: str, representative_data: Any, num_samples: int,
+                         input_type: str, output_type: str, allow_float_fallback: bool) -> bytes:
+    """`convert` for a model with several inputs: frozen-graph route, one calibration array per input."""
+    import tensorflow as tf
+
+    settings = _settings(precision, input_type, output_type, num_samples)
+    specs = []
+    for index, tensor in enumerate(model.inputs):
+        shape = tuple(tensor.shape)
+        if None in shape[1:]:
+            raise ValueError(f"conversion needs static input sizes, input {index} is {shape}")
+        specs.append(tf.TensorSpec(shape, tf.float32, name=f"input_{index}"))
+    samples: list[list[np.ndarray]] | None = None
+    if precision == "int8":
+        if representative_data is None:
+            raise ValueError("int8 conversion needs representative_data: per sample, one float32 array per input")
+        data = representative_data() if callable(representative_data) else representative_data
+        samples = []
+        for item in data:
+            arrays = [np.asarray(a, dtype=np.float32) for a in item]
+            shapes = [tuple(a.shape) for a in arrays]
+            want = [tuple(spec.shape) for spec in specs]
+            if shapes != want:
+                raise ValueError(f"representative sample {len(samples)} has shapes {shapes}; the model takes {want}")
+            samples.append(arrays)
+            if len(samples) == num_samples:
+                break
+        if not samples:
+            raise ValueError("representative_data is empty")
+    function = tf.function(lambda *xs: model(list(xs), training=False), input_signature=specs, autograph=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+    dataset = None if samples is None else (lambda: (list(sample) for sample in samples))
     return _run(converter, settings, dataset, allow_float_fallback)
 
 

@@ -1,10 +1,12 @@
 """Micro-models: one full-integer int8 `.tflite` per latency unit, built with export's lowering.
 
-A unit (backbone layer, SSDLite extra layer, predictor; see `tdbnas.latency.units`) becomes a
-Keras model whose only content is that unit, lowered by the same functions the full export uses
-(`tdbnas.export.keras_layers.apply_layer / apply_extra / apply_predictor`) and converted by the
-same converter settings (`tdbnas.export.tflite.convert`, int8 in and out, as every tensor inside
-an int8 detector is), so a table entry measures exactly what will ship.
+A unit (backbone layer, SSDLite extra layer, predictor, pyramid part; see
+`tdbnas.latency.units`) becomes a Keras model whose only content is that unit, lowered by the
+same functions the full export uses (`tdbnas.export.keras_layers.apply_layer / apply_extra /
+apply_predictor`, `tdbnas.export.keras_pyramid`) and converted by the same converter settings
+(`tdbnas.export.tflite.convert`, int8 in and out, as every tensor inside an int8 detector is),
+so a table entry measures exactly what will ship. A merging cell's micro-model has one input per
+map it merges or absorbs.
 
 Models are cached on disk by key: the file name hashes the unit key together with the lowering
 version and the TensorFlow version, so a changed lowering or converter never reuses a stale file.
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from tdbnas.latency.units import DEFAULT_HEAD, HeadExtra, HeadPredictor, Unit
 from tdbnas.spaces import ArchSpec, LayerConfig, SSDLiteHead, as_hw
+from tdbnas.spaces.pyramid_layout import PyramidCell, PyramidDownConv, PyramidLateral, PyramidResample
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -45,8 +48,23 @@ class MicroModel:
 
 
 def unit_input_shape(unit: Unit) -> tuple[int, int, int, int]:
-    """NHWC input shape (batch 1) of a unit's micro-model."""
+    """NHWC input shape (batch 1) of a unit's micro-model (of each input, for a merging cell)."""
     return (1, unit.in_hw[0], unit.in_hw[1], unit.in_channels)
+
+
+def unit_input_shapes(unit: Unit) -> list[tuple[int, int, int, int]]:
+    """One shape per input: a merging cell takes its two merged maps and the absorbed ones."""
+    return [unit_input_shape(unit)] * (unit.num_inputs if isinstance(unit, PyramidCell) else 1)
+
+
+def _representative(unit: Unit, count: int):
+    from tdbnas.export.tflite import random_representative_data
+
+    shapes = unit_input_shapes(unit)
+    if len(shapes) == 1:
+        return random_representative_data(shapes[0], count)
+    per_input = [random_representative_data(shape, count, seed=index) for index, shape in enumerate(shapes)]
+    return [list(sample) for sample in zip(*per_input)]
 
 
 def build_unit_keras(unit: Unit):
@@ -54,9 +72,22 @@ def build_unit_keras(unit: Unit):
     import keras
 
     from tdbnas.export.keras_layers import apply_extra, apply_layer, apply_predictor
+    from tdbnas.export.keras_pyramid import apply_cell, apply_lateral, apply_pyramid_conv, apply_resample
 
+    if isinstance(unit, PyramidCell):
+        cell_inputs = [keras.Input(batch_shape=shape, name=f"x{index}")
+                       for index, shape in enumerate(unit_input_shapes(unit))]
+        gate = None if unit.op == "sum" else 0  # both inputs have the cell's shape: which one gates costs the same
+        outputs = apply_cell(cell_inputs, unit.op, gate, unit.separable, name="unit")
+        return keras.Model(cell_inputs, outputs, name="micromodel")
     inputs = keras.Input(batch_shape=unit_input_shape(unit), name="x")
-    if isinstance(unit, LayerConfig):
+    if isinstance(unit, PyramidLateral):
+        outputs = apply_lateral(inputs, unit.out_channels, name="unit")
+    elif isinstance(unit, PyramidResample):
+        outputs = apply_resample(inputs, unit.levels, unit.target_hw, name="unit")
+    elif isinstance(unit, PyramidDownConv):
+        outputs = apply_pyramid_conv(inputs, 2, unit.separable, name="unit")
+    elif isinstance(unit, LayerConfig):
         outputs = apply_layer(inputs, unit, name="unit")
     elif isinstance(unit, HeadExtra):
         outputs = apply_extra(inputs, unit.mid, unit.out, name="unit")
@@ -80,11 +111,10 @@ def cached_path(unit: Unit, cache_dir: str | Path) -> Path:
 
 def _build_one(unit: Unit, path: Path) -> Path:
     """Build, convert and atomically save one unit's micro-model (runs in a worker process too)."""
-    from tdbnas.export.tflite import convert, random_representative_data, save_tflite
+    from tdbnas.export.tflite import convert, save_tflite
 
     model = build_unit_keras(unit)
-    data = convert(model, precision="int8",
-                   representative_data=random_representative_data(unit_input_shape(unit), CALIBRATION_SAMPLES),
+    data = convert(model, precision="int8", representative_data=_representative(unit, CALIBRATION_SAMPLES),
                    num_samples=CALIBRATION_SAMPLES)
     return save_tflite(path, data)
 

@@ -22,6 +22,9 @@ Edge TPU (reference latency.md §5.1, §7 facts 6-7):
     1x1 convs, ADD, CONCATENATION are in the Coral supported-op table. So a hard-swish network
     (the `ibn-cpu` space) runs on the CPU from its first hard-swish on. The DetNAS channel
     split lowers to STRIDED_SLICE, treated as supported (not verified against the table);
+    the feature pyramid's MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR and REDUCE_MAX (global-pooling
+    attention) are in the table (`tdbnas.export.edgetpu.SUPPORTED_OPS`), each priced as an
+    element-wise op on its larger tensor (a resize writes 4x what it reads);
   * ~7.5 MiB on-chip parameter cache (compiler logs: used + remaining = 7.50 MiB); parameter
     bytes beyond it are streamed from off-chip memory on every inference.
   The split and the streaming depend on the whole model, so they are not in any unit's entry:
@@ -37,7 +40,9 @@ Hexagon DSP (TFLite Hexagon delegate on a Pixel 4 / Snapdragon 855, Hexagon 690,
   * the delegate's README accepts DepthwiseConv2D only with filter width 3 (the code at
     @1fa9397d does not check it; we follow the documentation): a 5x5 depthwise runs on the CPU,
     op by op (the delegate partitions the graph around it; no single-split rule); Hardswish,
-    Logistic, Mean, Mul, Add, Concat are delegated;
+    Logistic, Mean, Mul, Add, Concat, MaxPool2D and Resize Nearest Neighbor are delegated, but
+    REDUCE_MAX is not in the README's list, so a pyramid's global-pooling attention ("gp")
+    computes its gate on the CPU (with the transfer of the map it reduces);
   * depthwise inefficiency: no primary source quantifies it on HVX (reference §5.2), so the
     Edge TPU's 1/3 is reused (MobileDets: both accelerators are "designed to accelerate regular
     convolutions"). ASSUMED;
@@ -81,7 +86,8 @@ from typing import Any
 
 from tdbnas.latency.units import DEFAULT_HEAD, HeadExtra, HeadPredictor, Unit, detector_units
 from tdbnas.spaces import ArchSpec, LayerConfig, SSDLiteHead, as_hw
-from tdbnas.spaces.primitives import Primitive, layer_primitives
+from tdbnas.spaces.primitives import Primitive, layer_primitives, pyramid_part_primitives
+from tdbnas.spaces.pyramid_layout import PyramidCell, PyramidDownConv, PyramidLateral, PyramidResample
 
 #: Part of the profiles' runtime version (`modelled-edgetpu-v1`): bump it with any change to a
 #: constant or to the structure, so a table never mixes entries of two models.
@@ -93,6 +99,7 @@ EDGETPU_PARAM_CACHE_BYTES = 7.5 * 2**20  # compiler logs: used + remaining = 7.5
 DEPTHWISE_EFFICIENCY = 1 / 3            # MobileDets §1: regular conv ~3x the utilisation of depthwise
 EDGETPU_UNSUPPORTED = frozenset({"hswish"})  # HARD_SWISH: google-coral/edgetpu#272
 DSP_DEPTHWISE_KERNELS = (3,)            # tensorflow/lite/delegates/hexagon/README.md: filter width == 3
+DSP_UNSUPPORTED = frozenset({"gmax"})  # REDUCE_MAX: not in the Hexagon delegate README's op list
 DSP_DEPTH_ALIGN, DSP_WIDTH_ALIGN = 32, 4  # Hexagon NN depth32 layout (XiaoMi/nnlib docs/d32.txt)
 DSP_SHALLOW_INPUT = 4                   # an image input (3 channels) takes nnlib's input-supernode path, unpadded
 #: Activations TFLite cannot fuse into a conv: each becomes its own element-wise op.
@@ -180,6 +187,8 @@ def unit_ops(unit: Unit) -> tuple[Primitive, ...]:
         base = [Primitive("dwconv", "depthwise", unit.in_hw, unit.in_channels, unit.in_channels, unit.kernel,
                           act="relu6", bn=True),
                 Primitive("conv", "pointwise", unit.in_hw, unit.in_channels, unit.out_channels, bias=True)]
+    elif isinstance(unit, (PyramidLateral, PyramidResample, PyramidDownConv, PyramidCell)):
+        base = pyramid_part_primitives(unit)
     else:
         raise TypeError(f"not a latency unit: {unit!r}")
     ops: list[Primitive] = []
@@ -195,6 +204,8 @@ def is_supported(op: Primitive, device: str) -> bool:
     if device == "edgetpu":
         return op.op not in EDGETPU_UNSUPPORTED
     if device == "dsp":
+        if op.op in DSP_UNSUPPORTED:
+            return False
         return op.op != "dwconv" or op.kernel in DSP_DEPTHWISE_KERNELS
     raise KeyError(f"no modelled device {device!r}")
 
@@ -218,15 +229,16 @@ def _shapes(op: Primitive, device: str) -> tuple[tuple[int, int], int, tuple[int
 
 
 def compute_macs(op: Primitive, device: str) -> float:
-    """Regular-conv-equivalent MACs: depthwise and element-wise work (one MAC per input
-    element) divided by DEPTHWISE_EFFICIENCY; on the DSP counted on depth32-padded shapes."""
+    """Regular-conv-equivalent MACs: depthwise and element-wise work (one MAC per element of the
+    larger of input and output: a resize writes more than it reads) divided by
+    DEPTHWISE_EFFICIENCY; on the DSP counted on depth32-padded shapes."""
     in_hw, cin, (oh, ow), cout = _shapes(op, device)
     k = op.kernel
     if op.op == "conv":
         return float(oh * ow * k * k * cin * cout)
     if op.op == "dwconv":
         return oh * ow * k * k * cout / DEPTHWISE_EFFICIENCY
-    return _elements(in_hw, cin) / DEPTHWISE_EFFICIENCY
+    return max(_elements(in_hw, cin), _elements((oh, ow), cout)) / DEPTHWISE_EFFICIENCY
 
 
 def activation_bytes(op: Primitive, device: str) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tdbnas.latency.table import Calibration, CalibrationPoint, LatencyTable, now
-from tdbnas.latency.units import DEFAULT_HEAD, head_units
+from tdbnas.latency.units import DEFAULT_HEAD, detector_units, head_units
 from tdbnas.spaces import ArchSpec, Skip, SSDLiteHead, as_hw
 from tdbnas.spaces.channels import same_output_size
 
@@ -80,7 +80,11 @@ class Prediction:
 def unit_keys(arch: ArchSpec, resolution: tuple[int, int], head: SSDLiteHead = DEFAULT_HEAD,
               width_multiplier: float = 1.0) -> tuple[str, ...]:
     """The table keys of one detector, in execution order: `detector_units(...)` keys, computed
-    with a single trace (search scores thousands of candidates; tests check the two agree)."""
+    with a single trace (search scores thousands of candidates; tests check the two agree).
+    Architectures with a feature pyramid take `detector_units` itself (cached here all the same)."""
+    if arch.pyramid is not None:
+        units = detector_units(arch, resolution, head=head, width_multiplier=width_multiplier)
+        return tuple(unit.key for unit in units)
     configs = arch.trace(resolution, width_multiplier)
     stride, endpoints = 1, {}
     for index, config in enumerate(configs):

@@ -24,7 +24,7 @@ from typing import Any
 from tdbnas.latency.predictor import LatencyPredictor
 from tdbnas.latency.table import Calibration, Entry, LatencyTable, now
 from tdbnas.latency.units import DEFAULT_HEAD, Unit, space_units, units_of_archs
-from tdbnas.spaces import ArchSpec, BlockSpace, SearchSpace, SSDLiteHead, as_hw
+from tdbnas.spaces import ArchSpec, BlockSpace, PyramidSearchSpace, SearchSpace, SSDLiteHead, as_hw
 
 CACHE_ENV = "TDBNAS_CACHE"
 
@@ -160,7 +160,7 @@ def units_for(resolution: int | Sequence[int], *, space: SearchSpace | None = No
     """Units of a whole space (when it can be enumerated) plus those of some architectures."""
     units: set[Unit] = set()
     if space is not None:
-        if isinstance(space, BlockSpace):
+        if isinstance(space, (BlockSpace, PyramidSearchSpace)):
             units |= space_units(space, resolution, head=head, width_multiplier=width_multiplier)
         else:
             raise TypeError(f"space {space.name!r} cannot enumerate its units; pass archs= instead")

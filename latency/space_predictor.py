@@ -10,7 +10,9 @@ summed with numpy fancy indexing: millions of genomes per second.
 The tables are filled through the space's own `decode` and `ArchSpec.trace` (a representative
 genome per gene combination), so the keys are exactly those `predict` would look up; a test
 checks the two agree on random genomes. Profiles with a whole-model term (modelled Edge TPU
-streaming and CPU fallback are not per-unit sums) fall back to `predict_many` on decoded genomes.
+streaming and CPU fallback are not per-unit sums) fall back to `predict_many` on decoded genomes,
+and so do backbone + pyramid spaces (`PyramidSearchSpace`), whose cells' units depend on many
+genes at once (levels, inputs and the output order).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from tdbnas.latency.predictor import LatencyPredictor, MissingEntriesError
 from tdbnas.latency.units import DEFAULT_HEAD, head_units
-from tdbnas.spaces import BlockSpace, Skip, SSDLiteHead, as_hw
+from tdbnas.spaces import BlockSpace, PyramidSearchSpace, SearchSpace, Skip, SSDLiteHead, as_hw
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,13 @@ class _Table:
 class SpacePredictor:
     """`predict_genomes(genomes [N, slots]) -> ms [N]` for one space, resolution and head."""
 
-    def __init__(self, predictor: LatencyPredictor, space: BlockSpace, resolution: int | Sequence[int], *,
+    def __init__(self, predictor: LatencyPredictor, space: SearchSpace, resolution: int | Sequence[int], *,
                  head: SSDLiteHead = DEFAULT_HEAD, width_multiplier: float = 1.0):
-        if not isinstance(space, BlockSpace):
+        if not isinstance(space, (BlockSpace, PyramidSearchSpace)):
             raise TypeError(f"space {getattr(space, 'name', space)!r} is not a BlockSpace; use predict_many")
         self.predictor, self.space = predictor, space
         self.hw, self.head, self.width_multiplier = as_hw(resolution), head, width_multiplier
-        self.exact_tables = predictor._whole_model is None  # noqa: SLF001 - same package
+        self.exact_tables = predictor._whole_model is None and isinstance(space, BlockSpace)  # noqa: SLF001
         self._tables = self._build_tables() if self.exact_tables else []
 
     # ---- building ---------------------------------------------------------------------------

@@ -121,8 +121,9 @@ def write_report(run) -> tuple[Path, Path]:
     summary = [
         ["space", f"`{run.config['space']}` at {run.resolution}x{run.resolution}"],
         ["latency profile", f"`{latency['profile']}` ({latency['kind']}, {latency['runtime_version']})"],
-        ["budget", f"{latency['budget_ms']:.3f} ms ({latency['budget_rule']}); the space reaches "
-                   f"{latency['space_min_ms']:.3f} ms at best"],
+        ["budget", f"{latency['budget_ms']:.3f} ms ({latency['budget_rule']})" + (
+            "" if latency["space_min_ms"] is None
+            else f"; the space reaches {latency['space_min_ms']:.3f} ms at best")],
         ["predicted latency", f"{r['search']['predicted_ms'][latency['profile']]:.3f} ms"],
         ["measured latency", "-" if "skipped" in measured else
          f"{measured['measured_ms']:.3f} ms ({measured['statistic']}; with the post-processing op "

@@ -159,12 +159,12 @@ def stage_latency(run: Run) -> dict[str, Any]:
         if budget == "auto":
             budget = float(np.quantile(predicted, latency["budget_quantile"]))
         constraints = Constraints([Budget(lut, float(budget))], resolution=run.resolution, head=run.head())
-        minimum = constraints.check_reachable(space)[0]
+        minima = constraints.check_reachable(space)  # empty for a space with a pyramid (not enumerated)
         references = {ref: float(lut.predict(resolve_arch(ref), run.resolution, head=run.head()).total_ms)
                       for ref in run.config["references"]}
     return {"profile": name, "kind": lut.kind, "runtime_version": lut.runtime_version, "budget_ms": float(budget),
             "budget_rule": latency["budget_ms"] if latency["budget_ms"] == "auto" else "given",
-            "space_min_ms": float(minimum.value), "space_latency_quantiles_ms": {
+            "space_min_ms": float(minima[0].value) if minima else None, "space_latency_quantiles_ms": {
                 q: float(np.quantile(predicted, q)) for q in (0.0, 0.1, 0.5, 0.9, 1.0)},
             "calibration": None if lut.calibration is None else [lut.calibration.a, lut.calibration.b],
             "references_ms": references}

@@ -24,6 +24,17 @@ weights as DetNAS), "in" (choices differing only in input width share sliced wei
 Every member of a `BlockSpace` has the same strides, so the feature-map sizes and anchors of
 the detector do not depend on the path: `anchors(resolution)` serves the whole supernet, and
 the detection loss and `evaluate_model` work on it unchanged once a path is active.
+
+Over a `PyramidSearchSpace` (backbone + searchable feature pyramid) the supernet also holds the
+pyramid with weight-sharing cells: a cell position's ReLU -> conv -> BN has the same shape
+whatever its inputs, level and binary op, so one module per (stack, cell) serves every wiring
+(like the shared operations of a cell-based one-shot model, ENAS / DARTS), and a path runs the
+wiring of its architecture through the same `pyramid_forward` as the stand-alone network.
+Laterals exist per endpoint width; every pyramid level has the pyramid width, so the head is
+shared by every path:
+
+    pyramid.lateral.0.in40.*   ->  pyramid.lateral.0.*     (per C3 width that differs from the pyramid's)
+    pyramid.cells.0.3.*        ->  pyramid.cells.0.3.*     (shared by every wiring)
 """
 
 from __future__ import annotations
@@ -42,9 +53,19 @@ import torch
 from torch import nn
 
 from tdbnas.search.sharing import SlicedChoice
-from tdbnas.spaces import ArchSpec, BlockSpace, LayerConfig, SSDLiteHead, as_hw, resolve_arch, round_channels
+from tdbnas.spaces import (
+    ArchSpec,
+    BlockSpace,
+    LayerConfig,
+    PyramidSearchSpace,
+    SSDLiteHead,
+    as_hw,
+    resolve_arch,
+    round_channels,
+)
 from tdbnas.spaces.nn import build_layer, init_weights
-from tdbnas.spaces.nn.ops import DEFAULT_NORM, NormSettings
+from tdbnas.spaces.nn.ops import DEFAULT_NORM, ConvBNAct, NormSettings
+from tdbnas.spaces.nn.pyramid import MaxPool2x2, PyramidConv, pyramid_forward
 
 if TYPE_CHECKING:
     from tdbnas.detection.model import SSDLite
@@ -65,16 +86,23 @@ class PathStep:
 
 @dataclass(frozen=True)
 class PathPlan:
-    """The modules a member runs: backbone layers in order (None for `skip`), then the head."""
+    """The modules a member runs: backbone layers in order (None for `skip`), the pyramid's
+    laterals (None: the identity), extra levels and cells, then the head."""
 
     arch: ArchSpec
     backbone: tuple[PathStep | None, ...]
     extras: tuple[PathStep, ...]
     box_heads: tuple[PathStep, ...]
     class_heads: tuple[PathStep, ...]
+    laterals: tuple[PathStep | None, ...] = ()
+    pyramid_extras: tuple[PathStep, ...] = ()
+    cells: tuple[tuple[PathStep, ...], ...] = ()
 
     def steps(self) -> Iterator[PathStep]:
         yield from (step for step in self.backbone if step is not None)
+        yield from (step for step in self.laterals if step is not None)
+        yield from self.pyramid_extras
+        yield from (step for row in self.cells for step in row)
         yield from self.extras
         yield from self.box_heads
         yield from self.class_heads
@@ -93,42 +121,56 @@ def sample_path(space: BlockSpace, step: int, seed: int = 0) -> ArchSpec:
     return space.sample(random.Random(f"tdbnas.supernet:{seed}:{step}"))
 
 
-def space_fingerprint(space: BlockSpace) -> bytes:
-    """SHA-256 of the space's name and blocks: weights remember which space they belong to."""
+def space_fingerprint(space: BlockSpace | PyramidSearchSpace) -> bytes:
+    """SHA-256 of the space's name and blocks (and pyramid frame): weights remember which space
+    they belong to."""
     description = space.to_description()
-    canonical = json.dumps({"name": description["name"], "blocks": description["blocks"]}, sort_keys=True)
+    if "pyramid" in description:
+        content = {"name": description["name"], "blocks": description["backbone"]["blocks"],
+                   "pyramid": description["pyramid"]}
+    else:
+        content = {"name": description["name"], "blocks": description["blocks"]}
+    canonical = json.dumps(content, sort_keys=True)
     return hashlib.sha256(canonical.encode()).digest()
 
 
 class Supernet(nn.Module):
     """SSDLite over every member of `space`; `forward` runs the active path (`set_active`)."""
 
-    def __init__(self, space: BlockSpace, *, num_classes: int = 90, head: SSDLiteHead | None = None,
+    def __init__(self, space: BlockSpace | PyramidSearchSpace, *, num_classes: int = 90,
+                 head: SSDLiteHead | None = None,
                  width_multiplier: float = 1.0, weight_sharing: str = "none",
                  backbone_norm: NormSettings = DEFAULT_NORM, head_norm: NormSettings | None = None):
         super().__init__()
         from tdbnas.detection.model import HEAD_NORM
 
-        if not isinstance(space, BlockSpace):
+        if not isinstance(space, (BlockSpace, PyramidSearchSpace)):
             raise TypeError(f"a supernet needs a BlockSpace (blocks of layer slots), got {type(space).__name__}")
         if weight_sharing not in WEIGHT_SHARING:
             raise ValueError(f"weight_sharing must be one of {WEIGHT_SHARING}, got {weight_sharing!r}")
         head = head or SSDLiteHead(num_classes=num_classes)
         if head.num_classes != num_classes:
             head = dataclasses.replace(head, num_classes=num_classes)
-        self.space, self.head_spec, self.width_multiplier = space, head, width_multiplier
+        self.space, self.width_multiplier = space, width_multiplier
+        self.blocks_space = space.backbone if isinstance(space, PyramidSearchSpace) else space
         self.weight_sharing = weight_sharing
         self._backbone_norm, self._head_norm = backbone_norm, head_norm or HEAD_NORM
-        # Strides are fixed per block, so endpoints sit at the same layers in every member.
+        # Strides are fixed per block, so endpoints sit at the same layers in every member (and
+        # every member of a pyramid space has the same pyramid frame, hence the same head).
         self.reference = space.decode((0,) * len(space.slots))
+        self.head_spec = head = head.resolve(self.reference)
         features = {info.name: info for info in self.reference.features(width_multiplier)}
-        missing = [name for name in head.from_features if name not in features]
+        if self.reference.pyramid is None:
+            taps = list(head.from_features)
+        else:
+            taps = [info.name for info in self.reference.pyramid_inputs(width_multiplier)]
+        missing = [name for name in taps if name not in features]
         if missing:
             raise ValueError(f"the head reads {missing}, which members of space {space.name!r} lack; "
                              f"they have {list(features)}")
-        self._taps = {features[name].layer_index: slot for slot, name in enumerate(head.from_features)}
+        self._taps = {features[name].layer_index: slot for slot, name in enumerate(taps)}
         self._last_tap = max(self._taps)
-        self._positions = _block_positions(space)
+        self._positions = _block_positions(self.blocks_space)
         self.register_buffer(FINGERPRINT, torch.tensor(list(space_fingerprint(space)), dtype=torch.uint8))
         self.backbone = nn.Module()
         self.backbone.blocks = self._build_backbone()
@@ -160,7 +202,7 @@ class Supernet(nn.Module):
         norm, wm = self._backbone_norm, self.width_multiplier
         blocks = nn.ModuleList()
         in_widths: tuple[int, ...] = (3,)
-        for b, block in enumerate(self.space.blocks):
+        for b, block in enumerate(self.blocks_space.blocks):
             widths = tuple(round_channels(w, wm) for w in block.widths)
             layers = nn.ModuleList()
             for i in range(block.layers):
@@ -187,20 +229,44 @@ class Supernet(nn.Module):
         """Every channel count endpoint `name` can have: the widths of the block holding it."""
         index = next(info.layer_index for info in self.reference.features(self.width_multiplier) if info.name == name)
         block = max(b for b, start in enumerate(self._positions) if start <= index)
-        return tuple(round_channels(w, self.width_multiplier) for w in self.space.blocks[block].widths)
+        return tuple(round_channels(w, self.width_multiplier) for w in self.blocks_space.blocks[block].widths)
+
+    def _build_pyramid(self) -> int:
+        """The pyramid's modules (see the module docstring); returns the pyramid width."""
+        spec, norm = self.reference.pyramid, self._head_norm
+        width = spec.scaled_width(self.width_multiplier)
+        inputs = self.reference.pyramid_inputs(self.width_multiplier)
+        self.pyramid = nn.Module()
+        self.pyramid.lateral = nn.ModuleList(
+            self._per_width([w for w in self._endpoint_widths(info.name) if w != width],
+                            lambda c: _initialised(ConvBNAct(c, width, 1, act=None, norm=norm)))
+            for info in inputs)
+        self.pyramid.extra = nn.ModuleList(
+            MaxPool2x2() if spec.extra == "pool" else _initialised(PyramidConv(width, 2, spec.separable, norm))
+            for _ in range(spec.num_levels - len(inputs)))
+        self.pyramid.cells = nn.ModuleList(
+            nn.ModuleList(_initialised(PyramidConv(width, 1, spec.separable, norm)) for _ in spec.cells)
+            for _ in range(spec.stack))
+        return width
 
     def _build_head(self) -> None:
         from tdbnas.detection.model import ExtraLayer
 
         head, norm = self.head_spec, self._head_norm
-        endpoint_widths = [self._endpoint_widths(name) for name in head.from_features]
         anchors = head.anchors_per_location()
+        self.pyramid = None
+        if self.reference.pyramid is None:
+            endpoint_widths = [self._endpoint_widths(name) for name in head.from_features]
+            channels: list[int | None] = [None] * len(head.from_features)  # None: depends on the path
+        else:  # every pyramid level has the pyramid width: the head is shared by every path
+            width = self._build_pyramid()
+            endpoint_widths = [(width,)] * len(head.from_features)
+            channels = [width] * len(head.from_features)
         self.extras = nn.ModuleList()
-        channels: list[int | None] = [None] * len(head.from_features)  # None: depends on the path
-        previous: int | None = None
-        for index, depth in enumerate(head.extra_depths):
+        previous = channels[-1]
+        for depth in head.extra_depths:
             mid, out = head.extra_widths(depth, self.width_multiplier)
-            if index == 0:
+            if previous is None:
                 self.extras.append(self._per_width(endpoint_widths[-1], lambda c, mid=mid, out=out: _initialised(
                     ExtraLayer(c, mid, out, norm))))
             else:
@@ -237,6 +303,8 @@ class Supernet(nn.Module):
             else:
                 backbone.append(self._step(f"backbone.blocks.{b}.{i}", self.backbone.blocks[b][i], choice_key(config),
                                            config))
+        if arch.pyramid is not None:
+            return self._pyramid_path(arch, tuple(backbone))
         widths = {info.name: info.channels for info in arch.features(self.width_multiplier)}
         endpoints = [widths[name] for name in self.head_spec.from_features]
         extras = [self._step("extras.0", self.extras[0], f"in{endpoints[-1]}", None) if index == 0
@@ -248,6 +316,21 @@ class Supernet(nn.Module):
                                if index < len(endpoints) else PathStep(f"{kind}.{index}", module, None)
                                for index, module in enumerate(modules)))
         return PathPlan(arch, tuple(backbone), tuple(extras), heads[0], heads[1])
+
+    def _pyramid_path(self, arch: ArchSpec, backbone: tuple[PathStep | None, ...]) -> PathPlan:
+        width = arch.pyramid.scaled_width(self.width_multiplier)
+        laterals = tuple(None if info.channels == width else
+                         self._step(f"pyramid.lateral.{j}", self.pyramid.lateral[j], f"in{info.channels}", None)
+                         for j, info in enumerate(arch.pyramid_inputs(self.width_multiplier)))
+        pyramid_extras = tuple(PathStep(f"pyramid.extra.{j}", module, None)
+                               for j, module in enumerate(self.pyramid.extra))
+        cells = tuple(tuple(PathStep(f"pyramid.cells.{r}.{i}", module, None) for i, module in enumerate(row))
+                      for r, row in enumerate(self.pyramid.cells))
+        shared = {kind: tuple(PathStep(f"{kind}.{index}", module, None)
+                              for index, module in enumerate(getattr(self, kind)))
+                  for kind in ("extras", "box_heads", "class_heads")}
+        return PathPlan(arch, backbone, shared["extras"], shared["box_heads"], shared["class_heads"], laterals,
+                        pyramid_extras, cells)
 
     def _step(self, child: str, container: nn.ModuleDict, member: str, config: LayerConfig | None) -> PathStep:
         module = container[self._group(member, config)]
@@ -302,6 +385,13 @@ class Supernet(nn.Module):
             slot = self._taps.get(index)
             if slot is not None:
                 maps[slot] = x
+        spec = path.arch.pyramid
+        if spec is not None:
+            levels = pyramid_forward(spec, maps,
+                                     lambda j, y: y if path.laterals[j] is None else _run(path.laterals[j], y),
+                                     lambda j, y: _run(path.pyramid_extras[j], y),
+                                     lambda r, i, y: _run(path.cells[r][i], y))
+            maps = [levels[int(name[1:]) - spec.min_level] for name in self.head_spec.from_features]
         for step in path.extras:
             maps.append(_run(step, maps[-1]))
         n = images.shape[0]
@@ -384,7 +474,7 @@ class Supernet(nn.Module):
                                       error_msgs)
 
 
-def supernet_size(space: BlockSpace, *, num_classes: int = 90, head: SSDLiteHead | None = None,
+def supernet_size(space: BlockSpace | PyramidSearchSpace, *, num_classes: int = 90, head: SSDLiteHead | None = None,
                   width_multiplier: float = 1.0, weight_sharing: str = "none") -> dict[str, Any]:
     """Parameter counts and memory of a supernet, built on the `meta` device (no memory used).
 
@@ -404,7 +494,7 @@ def supernet_size(space: BlockSpace, *, num_classes: int = 90, head: SSDLiteHead
             "modules": sum(len(m) for m in net.modules() if isinstance(m, nn.ModuleDict))}
 
 
-def _block_positions(space: BlockSpace) -> list[int]:
+def _block_positions(space: BlockSpace) -> list[int]:  # the backbone's BlockSpace
     """Flat index of the first layer of each block."""
     starts, total = [], 0
     for block in space.blocks:

@@ -34,7 +34,7 @@ from tdbnas.detection.train import (
 )
 from tdbnas.search.splits import SearchSplit, build_search_split, split_record
 from tdbnas.search.supernet import WEIGHT_SHARING, Supernet
-from tdbnas.spaces import BlockSpace
+from tdbnas.spaces import BlockSpace, PyramidSearchSpace
 from tdbnas.spaces.atomic import write_json_atomic
 
 
@@ -58,18 +58,13 @@ class SupernetTrainConfig(TrainConfig):
         return SearchSplit(self.search_fraction, self.search_seed, self.train_split)
 
 
-def load_space(text: str) -> BlockSpace:
-    """A registered space or a space description file."""
-    from tdbnas.spaces import SPACES
+def load_space(text: str) -> BlockSpace | PyramidSearchSpace:
+    """A registered space, `NAME+pyramid` (with a searchable feature pyramid) or a space
+    description file."""
+    from tdbnas.spaces.pyramid_space import resolve_space
 
-    if text in SPACES:
-        space = SPACES.get(text)
-    elif Path(text).suffix in (".yaml", ".yml", ".json"):
-        space = BlockSpace.from_file(text)
-    else:
-        raise ValueError(f"{text!r} is neither a registered space ({', '.join(SPACES.names())}) "
-                         "nor a .yaml/.yml/.json description file")
-    if not isinstance(space, BlockSpace):
+    space = resolve_space(text)
+    if not isinstance(space, (BlockSpace, PyramidSearchSpace)):
         raise ValueError(f"space {text!r} is not a BlockSpace; a supernet needs blocks of layer slots")
     return space
 

@@ -14,13 +14,17 @@ Torch modules for the layers live in `tdbnas.spaces.nn` (imported on demand).
 from tdbnas.spaces.arch import ArchSpec, ArchStringError, FeatureInfo, LayerConfig
 from tdbnas.spaces.catalog import (
     ARCHS,
+    PYRAMIDS,
     SPACES,
+    NamedPyramid,
     ReferenceArch,
     get_reference,
     get_space,
     register_arch,
+    register_pyramid,
     register_space,
     resolve_arch,
+    resolve_pyramid,
 )
 from tdbnas.spaces.channels import as_hw, round_channels
 from tdbnas.spaces.costs import Cost, DetectorCost, backbone_cost, detector_cost, layer_cost
@@ -39,6 +43,8 @@ from tdbnas.spaces.layers import (
     parse_layer,
 )
 from tdbnas.spaces.primitives import Primitive, head_primitives, layer_primitives
+from tdbnas.spaces.pyramid import MergeCell, PyramidSpec, PyramidStringError
+from tdbnas.spaces.pyramid_space import PyramidChoices, PyramidSearchSpace, pyramid_space
 from tdbnas.spaces.space import (
     BlockChoices,
     BlockSpace,
@@ -49,10 +55,12 @@ from tdbnas.spaces.space import (
 )
 
 __all__ = [
-    "ARCHS", "SPACES", "ArchSpec", "ArchStringError", "BlockChoices", "BlockSpace", "Conv", "Cost",
-    "DepthwiseSeparable", "DetectorCost", "FeatureInfo", "FeatureMap", "FusedIBN", "IBN", "InfeasibleError",
-    "Layer", "LayerConfig", "LayerTemplate", "NotInSpaceError", "Primitive", "ReferenceArch", "SSDLiteHead",
+    "ARCHS", "ArchSpec", "ArchStringError", "BlockChoices", "BlockSpace", "Conv", "Cost", "DepthwiseSeparable",
+    "DetectorCost", "FeatureInfo", "FeatureMap", "FusedIBN", "IBN", "InfeasibleError", "Layer", "LayerConfig",
+    "LayerTemplate", "MergeCell", "NamedPyramid", "NotInSpaceError", "PYRAMIDS", "Primitive", "PyramidChoices",
+    "PyramidSearchSpace", "PyramidSpec", "PyramidStringError", "ReferenceArch", "SPACES", "SSDLiteHead",
     "SearchSpace", "ShuffleBlock", "Skip", "Slot", "Tucker", "XceptionBlock", "as_hw", "backbone_cost",
     "detector_cost", "get_reference", "get_space", "head_primitives", "layer_cost", "layer_primitives",
-    "parse_layer", "register_arch", "register_space", "resolve_arch", "round_channels",
+    "parse_layer", "pyramid_space", "register_arch", "register_pyramid", "register_space", "resolve_arch",
+    "resolve_pyramid", "round_channels",
 ]

@@ -19,6 +19,11 @@ widths under a width multiplier (TF rounding, see `channels.round_channels`).
 
 Resolution, width multiplier, class count and device are not part of the string: they are
 build-time arguments (`trace(resolution, width_multiplier)`).
+
+An optional feature pyramid (NAS-FPN merging cells, `tdbnas.spaces.pyramid`) follows the
+backbone after a `+`; a string without one is a backbone-only SSDLite, exactly as before:
+
+    conv_k3_s2_c32/.../ir_k3_e8_c384+fpn_p3-7_c64_dw,p6_sum_3_4,p7_sum_4_5,p5_sum_2_5,...
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from typing import Any
 
 from tdbnas.spaces.channels import as_hw, round_channels, same_output_size
 from tdbnas.spaces.layers import SPLIT_KINDS, Layer, layer_from_dict, parse_layer, split_channels_error
+from tdbnas.spaces.pyramid import PyramidSpec, PyramidStringError
 
 BLOCK_SEPARATOR = "/"
 LAYER_SEPARATOR = ","
+PYRAMID_SEPARATOR = "+"
 JSON_FORMAT = "tdbnas.arch"
 JSON_VERSION = 1
 
@@ -99,9 +106,11 @@ class _StructureError(ValueError):
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """A backbone: blocks of layers. Build one with `ArchSpec.parse(text)` or from layers."""
+    """A backbone (blocks of layers) and optionally a feature pyramid on it. Build one with
+    `ArchSpec.parse(text)` or from layers (and a `PyramidSpec`)."""
 
     blocks: tuple[tuple[Layer, ...], ...]
+    pyramid: PyramidSpec | None = None
 
     def __post_init__(self) -> None:
         blocks = tuple(tuple(block) for block in self.blocks)
@@ -112,6 +121,12 @@ class ArchSpec:
             token = _token_or_repr(blocks, exc.block, exc.layer)
             raise ValueError(f"{token} (block {exc.block}, layer {exc.layer + 1} of "
                              f"{len(blocks[exc.block]) if exc.block < len(blocks) else 0}): {exc.reason}") from None
+        if self.pyramid is not None:
+            if not isinstance(self.pyramid, PyramidSpec):
+                raise ValueError(f"pyramid must be a PyramidSpec, got {type(self.pyramid).__name__}")
+            reason = _pyramid_error(self)
+            if reason:
+                raise ValueError(f"pyramid {self.pyramid.header()!r}: {reason}")
 
     # ---- text form -------------------------------------------------------------------
     @classmethod
@@ -126,6 +141,33 @@ class ArchSpec:
                 raise ArchStringError(f"whitespace at character {position} of the architecture string; "
                                       f"layers are separated by {LAYER_SEPARATOR!r} and blocks by "
                                       f"{BLOCK_SEPARATOR!r} with no spaces", position=position)
+        backbone_text, plus, pyramid_text = text.partition(PYRAMID_SEPARATOR)
+        blocks = cls._parse_backbone(backbone_text)
+        if not plus:
+            return cls(blocks)
+        start = len(backbone_text) + 1
+        if PYRAMID_SEPARATOR in pyramid_text:
+            position = start + pyramid_text.index(PYRAMID_SEPARATOR)
+            raise ArchStringError(f"a second {PYRAMID_SEPARATOR!r} at character {position}: an architecture has "
+                                  "one backbone and at most one pyramid", PYRAMID_SEPARATOR, position)
+        if not pyramid_text:
+            raise ArchStringError(f"empty pyramid section after {PYRAMID_SEPARATOR!r} at character {start - 1}",
+                                  "", start)
+        try:
+            pyramid = PyramidSpec.parse(pyramid_text)
+        except PyramidStringError as exc:
+            tokens = pyramid_text.split(",")
+            index = exc.index or 0
+            position = start + sum(len(t) + 1 for t in tokens[:index])
+            raise ArchStringError(f"{exc} (character {position})", exc.token, position) from None
+        try:
+            return cls(blocks, pyramid)
+        except ValueError as exc:
+            raise ArchStringError(f"pyramid header {pyramid.header()!r} at character {start}: "
+                                  f"{str(exc).split(': ', 1)[-1]}", pyramid.header(), start) from None
+
+    @staticmethod
+    def _parse_backbone(text: str) -> tuple[tuple[Layer, ...], ...]:
         blocks: list[list[Layer]] = []
         positions: list[list[int]] = []
         offset = 0
@@ -152,19 +194,30 @@ class ArchSpec:
             position = positions[exc.block][exc.layer]
             raise ArchStringError(f"token {token!r} at block {exc.block}, layer {exc.layer + 1}, "
                                   f"character {position}: {exc.reason}", token, position) from None
-        return cls(frozen)
+        return frozen
 
     def encode(self) -> str:
-        return BLOCK_SEPARATOR.join(LAYER_SEPARATOR.join(layer.token() for layer in block)
-                                    for block in self.blocks)
+        backbone = BLOCK_SEPARATOR.join(LAYER_SEPARATOR.join(layer.token() for layer in block)
+                                        for block in self.blocks)
+        return backbone if self.pyramid is None else f"{backbone}{PYRAMID_SEPARATOR}{self.pyramid.encode()}"
+
+    def backbone_only(self) -> ArchSpec:
+        """The same backbone without a pyramid."""
+        return self if self.pyramid is None else ArchSpec(self.blocks)
+
+    def with_pyramid(self, pyramid: PyramidSpec | None) -> ArchSpec:
+        return ArchSpec(self.blocks, pyramid)
 
     def __str__(self) -> str:
         return self.encode()
 
     # ---- JSON form -------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
-        return {"format": JSON_FORMAT, "version": JSON_VERSION, "arch": self.encode(),
+        data = {"format": JSON_FORMAT, "version": JSON_VERSION, "arch": self.encode(),
                 "blocks": [[layer.to_dict() for layer in block] for block in self.blocks]}
+        if self.pyramid is not None:
+            data["pyramid"] = self.pyramid.encode()
+        return data
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_json_dict(), indent=indent)
@@ -182,7 +235,7 @@ class ArchSpec:
         if data.get("format") != JSON_FORMAT or data.get("version") != JSON_VERSION:
             raise ValueError(f"not a {JSON_FORMAT} v{JSON_VERSION} document "
                              f"(format={data.get('format')!r}, version={data.get('version')!r})")
-        unknown = sorted(set(data) - {"format", "version", "arch", "blocks"})
+        unknown = sorted(set(data) - {"format", "version", "arch", "blocks", "pyramid"})
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in architecture JSON")
         raw_blocks = data.get("blocks")
@@ -201,7 +254,10 @@ class ArchSpec:
                 except ValueError as exc:
                     raise ValueError(f"blocks[{b}][{i}]: {exc}") from None
             blocks.append(tuple(layers))
-        spec = cls(tuple(blocks))
+        pyramid = data.get("pyramid")
+        if pyramid is not None and not isinstance(pyramid, str):
+            raise ValueError("'pyramid' must be the pyramid section of an architecture string")
+        spec = cls(tuple(blocks), None if pyramid is None else PyramidSpec.parse(pyramid))
         if "arch" in data and data["arch"] != spec.encode():
             raise ValueError(f"'arch' {data['arch']!r} disagrees with 'blocks' ({spec.encode()!r})")
         return spec
@@ -243,12 +299,31 @@ class ArchSpec:
             last[stride] = FeatureInfo(f"C{stride.bit_length() - 1}", config.out_channels, stride, index)
         return tuple(info for s, info in sorted(last.items()) if s > 1)
 
+    def pyramid_inputs(self, width_multiplier: float = 1.0) -> tuple[FeatureInfo, ...]:
+        """The backbone endpoints the pyramid reads (C<min>.. up to the deepest one), in level order."""
+        if self.pyramid is None:
+            return ()
+        features = {info.name: info for info in self.features(width_multiplier)}
+        deepest = max(int(name[1:]) for name in features)
+        return tuple(features[f"C{level}"] for level in self.pyramid.input_levels(deepest))
+
     def feature(self, name: str, width_multiplier: float = 1.0) -> FeatureInfo:
         for info in self.features(width_multiplier):
             if info.name == name:
                 return info
         have = ", ".join(f"{f.name} (stride {f.stride})" for f in self.features(width_multiplier))
         raise ValueError(f"this backbone has no endpoint {name}; it has {have}")
+
+
+def _pyramid_error(arch: ArchSpec) -> str | None:
+    """Why `arch`'s backbone cannot feed its pyramid, or None."""
+    levels = {int(info.name[1:]) for info in arch.features()}
+    pyramid = arch.pyramid
+    if pyramid is not None and pyramid.min_level not in levels:
+        have = ", ".join(f"C{level}" for level in sorted(levels))
+        return (f"the pyramid starts at P{pyramid.min_level}, which needs backbone endpoint C{pyramid.min_level} "
+                f"(stride {2 ** pyramid.min_level}); this backbone has {have}")
+    return None
 
 
 def _token_or_repr(blocks: tuple[tuple[Layer, ...], ...], b: int, i: int) -> str:

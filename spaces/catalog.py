@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tdbnas.spaces.arch import ArchSpec
+from tdbnas.spaces.arch import PYRAMID_SEPARATOR, ArchSpec
+from tdbnas.spaces.pyramid import PyramidSpec
 from tdbnas.spaces.registry import Registry
 from tdbnas.spaces.space import BlockSpace, SearchSpace
 
@@ -80,8 +81,25 @@ def _load_archs() -> None:
         ARCHS.add(ref.name, ref)
 
 
+@dataclass(frozen=True)
+class NamedPyramid:
+    """A feature pyramid by name: `resolve_arch("mobiledet-edgetpu+nasfpn-lite")` puts it on a backbone."""
+
+    name: str
+    spec: PyramidSpec
+    source: str
+
+
+def _load_pyramids() -> None:
+    from tdbnas.spaces.pyramid import named_pyramids
+
+    for name, (spec, source) in named_pyramids().items():
+        PYRAMIDS.add(name, NamedPyramid(name, spec, source))
+
+
 SPACES: Registry[SearchSpace] = Registry("search space", _load_spaces)
 ARCHS: Registry[ReferenceArch] = Registry("reference architecture", _load_archs)
+PYRAMIDS: Registry[NamedPyramid] = Registry("feature pyramid", _load_pyramids)
 
 
 def get_space(name: str) -> SearchSpace:
@@ -101,8 +119,34 @@ def register_arch(name: str, arch: ArchSpec, title: str = "", source: str = "use
     return ARCHS.add(name, ReferenceArch(name, arch, title or name, source, dict(published or {}), space))
 
 
+def register_pyramid(name: str, spec: PyramidSpec, source: str = "user") -> NamedPyramid:
+    return PYRAMIDS.add(name, NamedPyramid(name, spec, source))
+
+
+def resolve_pyramid(text: str) -> PyramidSpec:
+    """A registered pyramid name or a pyramid section (`fpn_p3-7_c64,...`)."""
+    if text in PYRAMIDS:
+        return PYRAMIDS.get(text).spec
+    try:
+        return PyramidSpec.parse(text)
+    except ValueError as exc:
+        if "," in text or text.startswith("fpn_"):
+            raise
+        close = difflib.get_close_matches(text, PYRAMIDS.names(), n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else f" (registered: {', '.join(PYRAMIDS.names())})"
+        raise ValueError(f"{text!r} is not a registered pyramid{hint}, nor a pyramid section: {exc}") from None
+
+
 def resolve_arch(text: str) -> ArchSpec:
-    """A registered name, a path to an architecture JSON file, or an architecture string."""
+    """A registered name, a path to an architecture JSON file, or an architecture string; any of
+    the first two may be followed by `+` and a pyramid name or section
+    (`mobiledet-edgetpu+nasfpn-lite`)."""
+    backbone, plus, pyramid = text.partition(PYRAMID_SEPARATOR)
+    if plus and (backbone in ARCHS or pyramid in PYRAMIDS or backbone.endswith(".json")):
+        base = resolve_arch(backbone)
+        if base.pyramid is not None:
+            raise ValueError(f"{backbone!r} already has a pyramid; name a backbone before {PYRAMID_SEPARATOR!r}")
+        return base.with_pyramid(resolve_pyramid(pyramid))
     if text in ARCHS:
         return ARCHS.get(text).arch
     path = Path(text)

@@ -8,7 +8,8 @@ Counting convention (the one that reproduces the MobileDet config headers, see
   * Params: convolution weights and biases plus batch-norm scale and offset (trainable
     variables; BN moving statistics are not counted).
   * Detector: backbone + SSDLite extra layers + box and class predictors, with
-    `num_classes + 1` class outputs per anchor (background slot, as the TF OD API).
+    `num_classes + 1` class outputs per anchor (background slot, as the TF OD API); plus the
+    feature pyramid's convs (laterals, strided extra levels, cells) when the architecture has one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from tdbnas.spaces.arch import ArchSpec, LayerConfig
 from tdbnas.spaces.head import SSDLiteHead
-from tdbnas.spaces.primitives import Primitive, head_primitives, layer_primitives
+from tdbnas.spaces.primitives import Primitive, head_primitives, layer_primitives, pyramid_primitives
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,11 @@ class Cost:
 class DetectorCost:
     backbone: Cost
     head: Cost
+    pyramid: Cost = Cost()
 
     @property
     def total(self) -> Cost:
-        return self.backbone + self.head
+        return self.backbone + self.pyramid + self.head
 
 
 def layer_cost(config: LayerConfig) -> Cost:
@@ -67,4 +69,5 @@ def detector_cost(arch: ArchSpec, resolution: int | Sequence[int] = 320, num_cla
     elif head.num_classes != num_classes:
         raise ValueError(f"head has num_classes={head.num_classes} but num_classes={num_classes} was given")
     return DetectorCost(backbone_cost(arch, resolution, width_multiplier),
-                        Cost.of(head_primitives(head, arch, resolution, width_multiplier)))
+                        Cost.of(head_primitives(head, arch, resolution, width_multiplier)),
+                        Cost.of(pyramid_primitives(arch, resolution, width_multiplier)))

@@ -11,10 +11,11 @@ from `ssd_anchor_generator` with 3 boxes per location on the lowest map and 6 el
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tdbnas.spaces.arch import ArchSpec
 from tdbnas.spaces.channels import as_hw, same_output_size
+from tdbnas.spaces.pyramid import level_hw
 
 
 @dataclass(frozen=True)
@@ -78,22 +79,51 @@ class SSDLiteHead:
             return max(int(d * width_multiplier), self.min_depth)
         return depth_fn(depth / 2), depth_fn(depth)
 
+    def resolve(self, arch: ArchSpec) -> SSDLiteHead:
+        """The head as it runs on `arch` (idempotent). Without a pyramid: itself. With one, the
+        predictors read pyramid levels `P<k>`: a head naming backbone endpoints (the default C4,
+        C5) takes every pyramid level instead and drops its extra layers, since the pyramid makes
+        the coarse levels itself (NAS-FPN's P6/P7); a head naming pyramid levels keeps them and
+        its extra layers. Build every head-shaped thing (maps, anchors, predictors) from this."""
+        levels = [name for name in self.from_features if name.startswith("P")]
+        pyramid = getattr(arch, "pyramid", None)  # endpoint-only stand-ins (search.minimum) have none
+        if pyramid is None:
+            if levels:
+                raise ValueError(f"the head reads pyramid level(s) {levels}, but the architecture has no pyramid")
+            return self
+        names = pyramid.level_names()
+        if not levels:
+            return replace(self, from_features=names, extra_depths=())
+        if len(levels) != len(self.from_features):
+            raise ValueError(f"the head reads {list(self.from_features)}: with a pyramid it reads pyramid levels "
+                             f"only ({', '.join(names)})")
+        missing = [name for name in levels if name not in names]
+        if missing:
+            raise ValueError(f"the pyramid has no level(s) {missing}; it has {', '.join(names)}")
+        return self
+
     def feature_maps(self, arch: ArchSpec, resolution: int | Sequence[int],
                      width_multiplier: float = 1.0) -> tuple[FeatureMap, ...]:
-        """Every map the predictors run on, with size and width."""
+        """Every map the predictors run on, with size and width (of the head resolved for `arch`)."""
         hw = as_hw(resolution)
+        head = self.resolve(arch)
         maps = []
-        for name in self.from_features:
+        for name in head.from_features:
+            if name.startswith("P"):
+                level = int(name[1:])
+                maps.append(FeatureMap(name, level_hw(hw, level), arch.pyramid.scaled_width(width_multiplier),
+                                       2**level))
+                continue
             info = arch.feature(name, width_multiplier)
             maps.append(FeatureMap(name, (same_output_size(hw[0], info.stride),
                                           same_output_size(hw[1], info.stride)), info.channels, info.stride))
         last = maps[-1]
-        for index, depth in enumerate(self.extra_depths, start=1):
+        for index, depth in enumerate(head.extra_depths, start=1):
             size = (same_output_size(last.hw[0], 2), same_output_size(last.hw[1], 2))
-            last = FeatureMap(f"extra{index}", size, self.extra_widths(depth, width_multiplier)[1], last.stride * 2)
+            last = FeatureMap(f"extra{index}", size, head.extra_widths(depth, width_multiplier)[1], last.stride * 2)
             maps.append(last)
         return tuple(maps)
 
     def num_anchors(self, arch: ArchSpec, resolution: int | Sequence[int]) -> int:
         maps = self.feature_maps(arch, resolution)
-        return sum(m.hw[0] * m.hw[1] * a for m, a in zip(maps, self.anchors_per_location()))
+        return sum(m.hw[0] * m.hw[1] * a for m, a in zip(maps, self.resolve(arch).anchors_per_location()))

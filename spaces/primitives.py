@@ -25,6 +25,14 @@ from tdbnas.spaces.layers import (
     Tucker,
     XceptionBlock,
 )
+from tdbnas.spaces.pyramid_layout import (
+    PyramidCell,
+    PyramidDownConv,
+    PyramidLateral,
+    PyramidPart,
+    PyramidResample,
+    pyramid_layout,
+)
 
 CONV_OPS = ("conv", "dwconv")
 
@@ -33,7 +41,9 @@ CONV_OPS = ("conv", "dwconv")
 class Primitive:
     """One op. `conv` is a dense convolution, `dwconv` a depthwise one (cin == cout);
     `gap` (global average pool), `add`, `mul` (broadcast scale), `concat` and `split`
-    (channel split, the ShuffleNet shuffle) move data but do no multiply-adds."""
+    (channel split, the ShuffleNet shuffle) move data but do no multiply-adds; so do the
+    pyramid's `maxpool` (2x2 stride 2), `resize` (nearest, to `out_size`), `gmax` (global max
+    pool), `logistic` and a standalone `relu`."""
 
     op: str
     name: str
@@ -45,10 +55,13 @@ class Primitive:
     bias: bool = False
     bn: bool = False
     act: str | None = None
+    out_size: tuple[int, int] | None = None  # a resize's target size
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        if self.op == "gap":
+        if self.out_size is not None:
+            return self.out_size
+        if self.op in ("gap", "gmax"):
             return (1, 1)
         return (same_output_size(self.in_hw[0], self.stride), same_output_size(self.in_hw[1], self.stride))
 
@@ -154,9 +167,54 @@ def _split_block(layer: ShuffleBlock | XceptionBlock, cin: int, hw, out_hw) -> l
     return ops
 
 
+def pyramid_part_primitives(part: PyramidPart) -> list[Primitive]:
+    """The ops of one pyramid part (`tdbnas.spaces.pyramid_layout`), in execution order. The ReLU
+    after a cell's merge is fused into its last add (TFLite fuses it into ADD); the separable
+    conv has no BN between depthwise and pointwise (TF `separable_conv2d`)."""
+    if isinstance(part, PyramidLateral):
+        return [_conv("lateral", part.in_hw, part.in_channels, part.out_channels)]
+    if isinstance(part, PyramidResample):
+        if part.levels < 0:
+            return [Primitive("resize", "upsample", part.in_hw, part.channels, part.channels, out_size=part.out_hw)]
+        ops, hw = [], part.in_hw
+        for step in range(part.levels):
+            ops.append(Primitive("maxpool", f"pool{step}", hw, part.channels, part.channels, 2, 2))
+            hw = ops[-1].out_hw
+        return ops
+    if isinstance(part, PyramidDownConv):
+        return [Primitive("relu", "relu", part.in_hw, part.channels, part.channels),
+                *_pyramid_conv(part.in_hw, part.channels, 2, part.separable)]
+    if isinstance(part, PyramidCell):
+        hw, c = part.hw, part.channels
+        ops = [] if part.op == "sum" else [Primitive("gmax", "gate_max", hw, c, c),
+                                           Primitive("logistic", "gate", (1, 1), c, c),
+                                           Primitive("mul", "gate_scale", hw, c, c)]
+        ops += [Primitive("add", f"add{index}", hw, c, c) for index in range(1 + part.absorbed)]
+        ops[-1] = Primitive("add", ops[-1].name, hw, c, c, act="relu")
+        return ops + _pyramid_conv(hw, c, 1, part.separable)
+    raise TypeError(f"not a pyramid part: {part!r}")
+
+
+def _pyramid_conv(hw, channels, stride, separable) -> list[Primitive]:
+    if not separable:
+        return [_conv("conv", hw, channels, channels, 3, stride)]
+    depthwise = Primitive("dwconv", "depthwise", hw, channels, channels, 3, stride)
+    return [depthwise, _conv("pointwise", depthwise.out_hw, channels, channels)]
+
+
+def pyramid_primitives(arch: ArchSpec, resolution: int | Sequence[int], width_multiplier: float = 1.0
+                       ) -> list[Primitive]:
+    """Every op of `arch`'s pyramid (none without one)."""
+    if arch.pyramid is None:
+        return []
+    return [op for part in pyramid_layout(arch, resolution, width_multiplier).parts()
+            for op in pyramid_part_primitives(part)]
+
+
 def head_primitives(head: SSDLiteHead, arch: ArchSpec, resolution: int | Sequence[int],
                     width_multiplier: float = 1.0) -> list[Primitive]:
     """Extra feature layers, then per map the box and class predictors (SSDLite)."""
+    head = head.resolve(arch)
     maps = head.feature_maps(arch, resolution, width_multiplier)
     n_from = len(head.from_features)
     ops: list[Primitive] = []

@@ -328,6 +328,9 @@ class BlockSpace(SearchSpace):
         return ArchSpec(tuple(blocks))
 
     def encode(self, arch: ArchSpec) -> Genome:
+        if arch.pyramid is not None:
+            raise NotInSpaceError(f"space {self.name!r} has no feature pyramid; the architecture has one "
+                                  "(search backbone and pyramid with a PyramidSearchSpace)")
         if len(arch.blocks) != len(self.blocks):
             raise NotInSpaceError(f"space {self.name!r} has {len(self.blocks)} blocks, "
                                   f"the architecture has {len(arch.blocks)}")
