@@ -49,10 +49,11 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 20.0,
         "max_minutes": 4.0,
         "schedule_minutes": 4.0,
-        "batch_size": 32,
-        "lr": 0.1,
+        "batch_size": 16,             # batch 16 / lr 0.2 / zero-init residual: the best measured
+        "lr": 0.2,                    # from-scratch recipe (benchmarks/detection_train.py)
         "warmup_epochs": 0.5,
         "random_crop": False,
+        "zero_init_residual": True,
         "search_fraction": 0.1,
     },
     "search": {                       # tdbnas.search.settings.SearchSettings fields, plus the evaluator's
@@ -71,8 +72,8 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 20.0,
         "max_minutes": 4.0,
         "schedule_minutes": 4.0,
-        "batch_size": 32,
-        "lr": 0.05,
+        "batch_size": 16,
+        "lr": 0.1,
         "warmup_epochs": 0.2,
         "random_crop": False,
     },
@@ -83,7 +84,11 @@ DEFAULTS: dict[str, Any] = {
         "verify_images": 200,
         "max_detections": 100,
     },
-    "head": {},                       # SSDLite head settings (tdbnas.spaces.SSDLiteHead fields) for every stage
+    # SSDLite head settings (tdbnas.spaces.SSDLiteHead fields) for every stage. At 160x160 the
+    # predictors read C3, C4, C5 + 3 extra layers: the grid MobileDets uses at 320x320 (2034
+    # anchors); C4/C5 at 160 would start at 10x10, too coarse for 10-px objects (see
+    # benchmarks/results/detection_train.md). `full` (320x320) goes back to the MobileDets layout.
+    "head": {"from_features": ["C3", "C4", "C5"], "extra_depths": [512, 256, 256]},
     "references": ["mobiledet-edgetpu", "mobiledet-cpu", "mobilenetv2"],  # drawn on the plots for comparison
 }
 
