@@ -32,6 +32,18 @@ from _common import write_results  # noqa: E402
 CACHE = Path(__file__).resolve().parent / ".cache" / "search_quality"
 RESOLUTION = 160
 SPACE = "tdb-lite"
+# The from-scratch recipe of benchmarks/detection_train.py and `tdbnas run`: predictors on C3, C4,
+# C5 + 3 extra layers, zero-initialised residual branches, batch 16, lr 0.2, no random crop.
+HEAD_SETTINGS = {"from_features": ["C3", "C4", "C5"], "extra_depths": [512, 256, 256]}
+RECIPE = {"head": HEAD_SETTINGS, "zero_init_residual": True, "batch_size": 16, "lr": 0.2, "warmup_epochs": 0.5,
+          "random_crop": False}
+
+
+def head():
+    from tdbnas.spaces import SSDLiteHead
+
+    return SSDLiteHead(num_classes=6, from_features=tuple(HEAD_SETTINGS["from_features"]),
+                       extra_depths=tuple(HEAD_SETTINGS["extra_depths"]))
 
 
 def dataset() -> Path:
@@ -43,11 +55,10 @@ def dataset() -> Path:
 def supernet(minutes: float) -> Path:
     from tdbnas.search.supernet_train import SupernetTrainConfig, SupernetTrainer
 
-    out = CACHE / f"supernet-{minutes:g}min"
+    out = CACHE / f"supernet-c3-{minutes:g}min"
     if not (out / "model.pt").exists():
         config = SupernetTrainConfig(space=SPACE, data=str(dataset()), resolution=RESOLUTION, epochs=100,
-                                     max_minutes=minutes, schedule_minutes=minutes, lr=0.1, warmup_epochs=0.5,
-                                     random_crop=False, progress=False)
+                                     max_minutes=minutes, schedule_minutes=minutes, progress=False, **RECIPE)
         SupernetTrainer(config, out).run()
     return out
 
@@ -78,28 +89,27 @@ class MemoFitness:
 def cpu_predictor(table_path: Path):
     from tdbnas.latency.profiles import get_predictor
     from tdbnas.latency.table import LatencyTable
-    from tdbnas.spaces import SSDLiteHead, get_space
+    from tdbnas.spaces import get_space
 
     return get_predictor("cpu", RESOLUTION, space=get_space(SPACE), table=LatencyTable(table_path),
-                         head=SSDLiteHead(num_classes=6))
+                         head=head())
 
 
 def constraints_for(budget: float, predictor):
     from tdbnas.search import Budget, Constraints
-    from tdbnas.spaces import SSDLiteHead
 
-    return Constraints([Budget(predictor, budget)], resolution=RESOLUTION, head=SSDLiteHead(num_classes=6))
+    return Constraints([Budget(predictor, budget)], resolution=RESOLUTION, head=head())
 
 
 def budget_quantile(predictor, q: float) -> float:
     import numpy as np
 
     from tdbnas.latency.space_predictor import SpacePredictor
-    from tdbnas.spaces import SSDLiteHead, get_space
+    from tdbnas.spaces import get_space
 
     space = get_space(SPACE)
     genomes = np.array([space.random_genome(i) for i in range(2000)])
-    values = SpacePredictor(predictor, space, RESOLUTION, head=SSDLiteHead(num_classes=6)).predict_genomes(genomes)
+    values = SpacePredictor(predictor, space, RESOLUTION, head=head()).predict_genomes(genomes)
     return float(np.quantile(values, q))
 
 
@@ -147,13 +157,13 @@ def run_fidelity(args) -> dict:
 
     from tdbnas.detection.train import TrainConfig, Trainer
     from tdbnas.latency.space_predictor import SpacePredictor
-    from tdbnas.spaces import SSDLiteHead, get_space
+    from tdbnas.spaces import get_space
 
     checkpoint = supernet(args.supernet_minutes)
     predictor = cpu_predictor(CACHE / "lut.sqlite")
     space = get_space(SPACE)
     genomes = np.array([space.random_genome(100 + i) for i in range(400)])
-    latency = SpacePredictor(predictor, space, RESOLUTION, head=SSDLiteHead(num_classes=6)).predict_genomes(genomes)
+    latency = SpacePredictor(predictor, space, RESOLUTION, head=head()).predict_genomes(genomes)
     order = np.argsort(latency)
     picks = [int(order[int(round(q * (len(order) - 1)))]) for q in np.linspace(0.05, 0.95, args.archs)]
     archs = [space.decode(tuple(int(g) for g in genomes[i])).encode() for i in picks]
@@ -162,8 +172,8 @@ def run_fidelity(args) -> dict:
     for arch, index in zip(archs, picks):
         out = CACHE / "standalone" / hashlib.sha1(arch.encode()).hexdigest()[:12]
         config = TrainConfig(arch=arch, data=str(dataset()), resolution=RESOLUTION, epochs=100,
-                             max_minutes=args.train_minutes, schedule_minutes=args.train_minutes, lr=0.1,
-                             warmup_epochs=0.5, random_crop=False, progress=False, eval_images=None)
+                             max_minutes=args.train_minutes, schedule_minutes=args.train_minutes, progress=False,
+                             eval_images=None, **RECIPE)
         summary = Trainer(config, out).run()
         rows.append({"arch": arch, "predicted_ms": float(latency[index]),
                      "standalone_mAP": summary["eval"]["metrics"]["mAP"],
@@ -194,7 +204,7 @@ def run_budgets(args) -> dict:
     from tdbnas.latency.micromodels import build_detector_tflite
     from tdbnas.latency.profiles import make_runner
     from tdbnas.search import SearchSettings, run_search
-    from tdbnas.spaces import SSDLiteHead, get_space, resolve_arch
+    from tdbnas.spaces import get_space, resolve_arch
 
     checkpoint = supernet(args.supernet_minutes)
     fitness = MemoFitness(checkpoint)
@@ -209,7 +219,7 @@ def run_budgets(args) -> dict:
         arch = resolve_arch(result.best.arch)
         path = CACHE / "budget-models" / f"q{q}.tflite"
         path.parent.mkdir(parents=True, exist_ok=True)
-        build_detector_tflite(arch, RESOLUTION, path, head=SSDLiteHead(num_classes=6))
+        build_detector_tflite(arch, RESOLUTION, path, head=head())
         with make_runner("local", threads=1) as runner:
             measured = measure(runner, path, MeasureProtocol())
         rows.append({"quantile": q, "budget_ms": budget, "predicted_ms": result.best.latency_ms["cpu"],
