@@ -55,7 +55,9 @@ class Compatibility:
 
     def summary(self) -> str:
         if self.fully_mapped:
-            return f"all {self.ops} ops can run on the Edge TPU (by the documented op table)"
+            by_design = self.ops - self.on_tpu
+            tail = f"; the {by_design} post-processing ops after them run on the CPU by design" if by_design else ""
+            return f"all {self.on_tpu} ops of the network can run on the Edge TPU (by the documented op table){tail}"
         first = self.first_cpu_op
         names = sorted({op.op for op in self.unsupported})
         return (f"{self.on_tpu} of {self.ops} ops on the Edge TPU; the split lands at op #{first.index} "
