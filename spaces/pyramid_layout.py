@@ -33,6 +33,20 @@ def _hw(hw: tuple[int, int]) -> str:
     return f"{hw[0]}x{hw[1]}"
 
 
+class _KeepsWidth:
+    """A part whose output has its input's width (`channels`), as every map in the pool does."""
+
+    channels: int
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels
+
+
 @dataclass(frozen=True)
 class PyramidLateral:
     """1x1 conv + BN (linear) from a backbone endpoint's width to the pyramid width."""
@@ -51,7 +65,7 @@ class PyramidLateral:
 
 
 @dataclass(frozen=True)
-class PyramidResample:
+class PyramidResample(_KeepsWidth):
     """Move a map `levels` levels down (> 0: that many 2x2 max-pools) or up (< 0: one nearest
     resize to `target_hw`, the finer level's exact size)."""
 
@@ -65,14 +79,6 @@ class PyramidResample:
             raise ValueError("a resample moves a map at least one level")
         if (self.levels < 0) != (self.target_hw is not None):
             raise ValueError("upsampling needs the target size, downsampling derives it")
-
-    @property
-    def in_channels(self) -> int:
-        return self.channels
-
-    @property
-    def out_channels(self) -> int:
-        return self.channels
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -91,20 +97,12 @@ class PyramidResample:
 
 
 @dataclass(frozen=True)
-class PyramidDownConv:
+class PyramidDownConv(_KeepsWidth):
     """An extra level made by ReLU -> 3x3 stride-2 conv -> BN (or its separable form)."""
 
     in_hw: tuple[int, int]
     channels: int
     separable: bool = False
-
-    @property
-    def in_channels(self) -> int:
-        return self.channels
-
-    @property
-    def out_channels(self) -> int:
-        return self.channels
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -116,7 +114,7 @@ class PyramidDownConv:
 
 
 @dataclass(frozen=True)
-class PyramidCell:
+class PyramidCell(_KeepsWidth):
     """A merging cell after resampling: `op` on two maps of shape `hw` x `channels`, `absorbed`
     more maps added, then ReLU -> 3x3 conv (or separable) -> BN. Takes 2 + absorbed inputs."""
 
@@ -133,14 +131,6 @@ class PyramidCell:
     @property
     def out_hw(self) -> tuple[int, int]:
         return self.hw
-
-    @property
-    def in_channels(self) -> int:
-        return self.channels
-
-    @property
-    def out_channels(self) -> int:
-        return self.channels
 
     @property
     def num_inputs(self) -> int:
