@@ -33,7 +33,7 @@ from typing import Any
 
 from tdbnas.spaces.arch import ArchSpec, LayerConfig
 from tdbnas.spaces.pyramid import BINARY_OPS, EXTRA_MODES, MergeCell, PyramidSpec
-from tdbnas.spaces.space import BlockSpace, Genome, NotInSpaceError, SearchSpace, Slot
+from tdbnas.spaces.space import BlockSpace, Genome, NotInSpaceError, SearchSpace, Slot, read_description
 
 PREFIX = "pyramid"
 
@@ -240,20 +240,7 @@ def space_from_description(data: dict[str, Any]) -> SearchSpace:
 
 def space_from_file(path: str | Path) -> SearchSpace:
     """A description file (YAML or JSON, safe loaders only) of either kind of space."""
-    import json
-
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read space description {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
-                         f"{exc}") from None
+    data = read_description(path)
     if isinstance(data, dict) and "pyramid" not in data:
         return BlockSpace.from_file(path)  # its own messages
     try:

@@ -237,6 +237,25 @@ def _block_from_description(index: int, raw: Any) -> BlockChoices:
     return BlockChoices(name, layers, stride, tuple(widths), tuple(ops), skippable)
 
 
+def read_description(path: str | Path) -> Any:
+    """The parsed content of a space description file: YAML (`.yaml`/`.yml`) or JSON, safe
+    loaders only; unreadable or malformed files raise ValueError naming the file."""
+    import json
+
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read space description {path}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                         f"{exc}") from None
+
+
 class BlockSpace(SearchSpace):
     """The generic categorical space over a block skeleton (see the module docstring)."""
 
@@ -286,20 +305,7 @@ class BlockSpace(SearchSpace):
     @classmethod
     def from_file(cls, path: str | Path) -> BlockSpace:
         """Load a description from YAML (`.yaml`/`.yml`) or JSON, with safe loaders only."""
-        import json
-
-        import yaml
-
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ValueError(f"cannot read space description {path}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
-                             f"{exc}") from None
+        data = read_description(path)
         try:
             return cls.from_description(data)
         except ValueError as exc:
