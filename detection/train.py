@@ -185,6 +185,19 @@ class _Distributed:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return cls(dist.get_rank(), world)
 
+    def slowest(self, seconds: float) -> float:
+        """The largest of every rank's `seconds`: ranks that share one training clock compute the
+        same time-scheduled learning rate and stop at the same step (else one waits forever in
+        the next all-reduce)."""
+        if self.world <= 1:
+            return seconds
+        import torch.distributed as dist
+
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces GPU tensors only
+        value = torch.tensor([seconds], dtype=torch.float64, device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return float(value)
+
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, train_seconds: float = 0.0) -> float:
     """Linear warm-up from `warmup_start_factor * lr`, then cosine decay to `min_lr_factor * lr`.
@@ -403,10 +416,12 @@ class Trainer:
         self.model.train()
         while self.step < self.total_steps:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
+            # The training clock runs while a batch is fetched and stepped (a data loader that
+            # cannot keep up costs training time); evaluation and checkpoints are off the clock.
+            started = time.perf_counter()
             for images, targets in self._batches(epoch, skip):
-                started = time.perf_counter()
                 metrics = self.train_step(images, targets)
-                self.train_seconds += time.perf_counter() - started
+                self.train_seconds = self.dist.slowest(self.train_seconds + time.perf_counter() - started)
                 window_images += images.shape[0] * self.dist.world
                 if not math.isfinite(metrics["loss"]):
                     self.save_checkpoint()
@@ -433,6 +448,7 @@ class Trainer:
                     break
                 if self.step >= self.total_steps:
                     break
+                started = time.perf_counter()
             if stopped_early:
                 break
         progress.close()

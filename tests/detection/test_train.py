@@ -96,3 +96,39 @@ def test_a_pickle_is_not_a_checkpoint(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_weights(tmp_path / "missing.pt")
+
+
+_TWO_RANK_SCRIPT = """
+import json, os, sys, time
+from tdbnas.detection.train import TrainConfig, Trainer
+
+rank = int(os.environ["RANK"])
+config = TrainConfig(**json.loads(sys.argv[1]))
+trainer = Trainer(config, sys.argv[2] if rank == 0 else sys.argv[2] + "_rank1")
+if rank == 1:  # a slower rank: its own clock alone would stop it steps before rank 0
+    step = trainer.train_step
+    trainer.train_step = lambda images, targets: (time.sleep(0.3), step(images, targets))[1]
+summary = trainer.run()
+with open(sys.argv[2] + f"_steps{rank}.json", "w") as handle:
+    json.dump(summary["steps"], handle)
+"""
+
+
+@pytest.mark.slow
+def test_time_budgeted_ranks_stop_at_the_same_step(tiny_data, tmp_path):
+    """Under torchrun, every rank must follow one training clock: with per-rank clocks a
+    slower rank stops first and the other waits forever in the next gradient all-reduce."""
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    script = tmp_path / "two_ranks.py"
+    script.write_text(_TWO_RANK_SCRIPT)
+    config = _config(tiny_data, epochs=100, val_split="", max_minutes=0.05, schedule_minutes=0.05, threads=1)
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), json.dumps(asdict(config)), str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads((tmp_path / f"run_steps{rank}.json").read_text()) for rank in (0, 1)]
+    assert steps[0] == steps[1] > 1
