@@ -9,6 +9,7 @@ from tdbnas.latency.predictor import (
     all_budgets,
     calibrate,
     fit_calibration,
+    held_out_errors,
     unit_keys,
 )
 from tdbnas.latency.table import Calibration, Entry, LatencyTable
@@ -105,6 +106,21 @@ def test_calibration_recovers_a_known_line_and_is_stored_with_the_profile(tdb_ta
     # A calibration fitted for another runtime does not apply.
     tdb_table.set_calibration("cpu", Calibration(2.0, 1.0, "v0"))
     assert LatencyPredictor(tdb_table, "cpu").calibration is None
+    tdb_table.set_calibration("cpu", None)
+
+
+def test_a_line_that_loses_to_the_raw_sum_on_held_out_detectors_is_not_stored(tdb_table):
+    predictor = LatencyPredictor(tdb_table, "cpu", calibrated=False)
+    archs = [get_space("tdb").sample(200 + seed) for seed in range(5)]
+    raw = [predictor.predict(arch, RES).raw_sum_ms for arch in archs]
+    # Sums that are right to within timing noise: a line through 4 of them mispredicts the 5th.
+    noise = [1.03, 0.97, 1.02, 0.96, 1.04]
+    measurements = [(arch, RES, r * n) for arch, r, n in zip(archs, raw, noise)]
+    fitted_error, raw_error = held_out_errors(raw, [m[2] for m in measurements])
+    assert fitted_error > raw_error == pytest.approx(0.03, abs=0.002)
+    calibration = calibrate(tdb_table, "cpu", measurements)
+    assert (calibration.a, calibration.b) == (1.0, 0.0) and "kept the raw sum" in calibration.note
+    assert held_out_errors(raw[:2], raw[:2]) is None  # two points cannot be held out
     tdb_table.set_calibration("cpu", None)
 
 
