@@ -5,8 +5,12 @@ Mirrors `tdbnas.spaces.nn.pyramid` (torch) with the same part boundaries as the 
 builds one micro-model per part from the same functions. Choices:
   * 2x2 stride-2 `MaxPooling2D` with 'SAME' padding (TFLite MAX_POOL_2D), equal to torch's
     `max_pool2d(2, 2, ceil_mode=True)`: the odd edge row/column is pooled alone;
-  * upsampling by `Resizing(interpolation="nearest")`, TF `resize_nearest_neighbor` with
-    half-pixel centres (TFLite RESIZE_NEAREST_NEIGHBOR), equal to torch `nearest-exact`;
+  * upsampling as nearest-neighbour with half-pixel centres (torch `upsample`, TF
+    `resize_nearest_neighbor(half_pixel_centers=True)`), lowered without RESIZE_NEAREST_NEIGHBOR:
+    XNNPACK does not take the int8 resize, so every resize split the CPU graph into another
+    delegate partition (5 for MobileDet-EdgeTPU + FPN). Instead each axis is repeated k times by
+    CONCATENATION + RESHAPE, and the rows the resize would read are cut out of the repeat by
+    STRIDED_SLICE + CONCATENATION (`nearest_runs`); the values are the same, bit for bit;
   * global-pooling attention as `GlobalMaxPooling2D` (REDUCE_MAX) -> sigmoid (LOGISTIC) ->
     `Multiply` (broadcast MUL) -> `Add`; the ReLU after a cell's merge follows the last `Add`,
     which the converter fuses into it;
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 import keras
 
 from tdbnas.export.keras_layers import HEAD_BN_EPS, conv_bn_act, keras_name
+from tdbnas.spaces.nn.pyramid import nearest_indices
 from tdbnas.spaces.pyramid import PyramidSpec
 
 
@@ -51,7 +56,50 @@ def apply_resample(x, levels: int, target_hw: Sequence[int] | None = None, *, na
     if levels == 0 or target_hw is None:
         raise ValueError(f"{name}: upsampling needs a negative level count and the target size")
     height, width = (int(v) for v in target_hw)
-    return keras.layers.Resizing(height, width, interpolation="nearest", name=f"{name}_up")(x)
+    x = _nearest_along(x, 1, height, name=f"{name}_up_rows")
+    return _nearest_along(x, 2, width, name=f"{name}_up_cols")
+
+
+def nearest_runs(size_in: int, size_out: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """`(k, runs)`: a nearest resize (half-pixel centres) from `size_in` to `size_out` rows,
+    written as "repeat every row k times, then keep the rows in `runs`" ([start, stop) ranges of
+    the repeated axis). An upsampling reads each source row one or more times, in order, so its
+    output is a subsequence of the k-fold repeat, k the most times any row is read."""
+    sources = nearest_indices(size_in, size_out)
+    k = max(sources.count(j) for j in set(sources))
+    picked, seen = [], {}
+    for j in sources:
+        picked.append(k * j + seen.get(j, 0))
+        seen[j] = seen.get(j, 0) + 1
+    runs: list[list[int]] = []
+    for position in picked:
+        if runs and runs[-1][1] == position:
+            runs[-1][1] += 1
+        else:
+            runs.append([position, position + 1])
+    return k, tuple((start, stop) for start, stop in runs)
+
+
+def _nearest_along(x, axis: int, size_out: int, *, name: str):
+    """Nearest resize of NHWC `x` along `axis` (1: rows, 2: columns) with delegate-friendly ops."""
+    size_in = int(x.shape[axis])
+    if size_in == size_out:
+        return x
+    if size_out < size_in:
+        raise ValueError(f"{name}: upsampling from {size_in} to {size_out} would shrink the map")
+    k, runs = nearest_runs(size_in, size_out)
+    height, width, channels = (int(v) for v in x.shape[1:])
+    # Concatenating k copies on the next axis and folding it back repeats each row (column) k
+    # times in place: [H, k*W, C] -> [k*H, W, C]; [H, W, k*C] -> [H, k*W, C].
+    if k > 1:
+        x = keras.layers.Concatenate(axis=axis + 1, name=f"{name}_copies")([x] * k)
+        shape = (k * height, width, channels) if axis == 1 else (height, k * width, channels)
+        x = keras.layers.Reshape(shape, name=f"{name}_repeat")(x)
+    if runs == ((0, k * size_in),):
+        return x
+    index = (slice(None),) * axis
+    pieces = [x[index + (slice(start, stop),)] for start, stop in runs]
+    return pieces[0] if len(pieces) == 1 else keras.layers.Concatenate(axis=axis, name=f"{name}_pick")(pieces)
 
 
 def apply_merge(a, b, op: str, gate: int | None, *, name: str):

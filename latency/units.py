@@ -16,7 +16,7 @@ With a feature pyramid, its parts are units too (`tdbnas.spaces.pyramid_layout`)
 resamplings, strided extra levels and merging cells, e.g.
 
     fpn_lateral@40x40:40>64            1x1 conv + BN from a backbone endpoint to the pyramid width
-    fpn_down_2@40x40:64 / fpn_up@5x5>20x20:64   2x2 max-pools / nearest resize between levels
+    fpn_down_2@40x40:64 / fpn_upsample@5x5>20x20:64   2x2 max-pools / nearest resize between levels
     fpn_cell_gp_dw@10x10:64+1          global-pooling attention, 1 absorbed map, separable conv
 
 `detector_units` lists the units of one detector in execution order; `space_units` is the

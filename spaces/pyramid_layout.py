@@ -7,7 +7,7 @@ agree on one decomposition (like `LayerConfig` for a backbone layer):
     PyramidLateral   1x1 conv + BN bringing a backbone endpoint to the pyramid width
                      (only where the widths differ)                 fpn_lateral@40x40:40>64
     PyramidResample  down by n levels: n 2x2 stride-2 max-pools       fpn_down_2@40x40:64
-                     up: one nearest-neighbour resize                 fpn_up@5x5>20x20:64
+                     up: one nearest-neighbour resize                 fpn_upsample@5x5>20x20:64
     PyramidDownConv  an extra level by ReLU -> 3x3 stride-2 conv -> BN (separable: 3x3
                      depthwise stride 2 -> 1x1 -> BN)                fpn_sconv_dw@10x10:64
     PyramidCell      binary op (sum / global-pooling attention) on two resampled maps, the
@@ -15,7 +15,9 @@ agree on one decomposition (like `LayerConfig` for a backbone layer):
                                                                      fpn_cell_gp_dw@20x20:64+1
 
 A key names everything that changes a part's cost and nothing else (which pool maps a cell
-reads does not: after resampling its inputs have its own shape). Extra levels by max-pool are
+reads does not: after resampling its inputs have its own shape). The upsampling key was
+`fpn_up@...` while the Keras lowering used TFLite's RESIZE_NEAREST_NEIGHBOR; it was renamed when
+the lowering changed (`tdbnas.export.keras_pyramid`), so no table reuses a resize's timing. Extra levels by max-pool are
 `PyramidResample` parts down one level. Pure Python: no framework.
 """
 
@@ -93,7 +95,7 @@ class PyramidResample(_KeepsWidth):
     def key(self) -> str:
         if self.levels > 0:
             return f"fpn_down_{self.levels}@{_hw(self.in_hw)}:{self.channels}"
-        return f"fpn_up@{_hw(self.in_hw)}>{_hw(self.out_hw)}:{self.channels}"
+        return f"fpn_upsample@{_hw(self.in_hw)}>{_hw(self.out_hw)}:{self.channels}"
 
 
 @dataclass(frozen=True)

@@ -180,11 +180,11 @@ def test_layout_parts_and_keys_of_the_fpn():
     assert keys == [
         "fpn_lateral@40x40:40>64", "fpn_lateral@20x20:96>64", "fpn_lateral@10x10:384>64",
         "fpn_down_1@10x10:64", "fpn_down_1@5x5:64",
-        "fpn_up@3x3>5x5:64", "fpn_cell_sum@5x5:64",      # P6 <- P6 + up(P7)
+        "fpn_upsample@3x3>5x5:64", "fpn_cell_sum@5x5:64",      # P6 <- P6 + up(P7)
         "fpn_down_1@5x5:64", "fpn_cell_sum@3x3:64",      # P7 <- P7 + down(P6')
-        "fpn_up@5x5>10x10:64", "fpn_cell_sum@10x10:64",  # top-down from here
-        "fpn_up@10x10>20x20:64", "fpn_cell_sum@20x20:64",
-        "fpn_up@20x20>40x40:64", "fpn_cell_sum@40x40:64"]
+        "fpn_upsample@5x5>10x10:64", "fpn_cell_sum@10x10:64",  # top-down from here
+        "fpn_upsample@10x10>20x20:64", "fpn_cell_sum@20x20:64",
+        "fpn_upsample@20x20>40x40:64", "fpn_cell_sum@40x40:64"]
     assert level_hw((641, 320), 7) == (6, 3)
 
 
