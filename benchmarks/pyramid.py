@@ -19,7 +19,7 @@ resumes; the results file holds every part that has run.
   with no pyramid, with a plain top-down FPN of the same frame, and with its searched pyramid;
   each with predicted and measured CPU latency.
 
-    python benchmarks/pyramid.py                                   # everything (~1.5 h on 2 busy cores)
+    python benchmarks/pyramid.py                                   # everything (~45 min on this 2-core CPU)
     python benchmarks/pyramid.py --parts latency --random 20       # the predictor only
 
 Fitness numbers of the two searches come from two different supernets: they say how well each
@@ -55,9 +55,25 @@ def pyramid_search_space():
 
 
 def head_settings(args) -> dict:
-    # The synthetic objects are 10-80 px at 160x160 (0.06-0.5 of the side): smaller anchor scales
-    # than COCO's 0.2-0.95, the same for every detector compared here.
-    return {"min_scale": args.min_scale, "max_scale": args.max_scale}
+    """The head of every detector here. Without a pyramid the predictors read C3, C4, C5 + 3
+    extra layers (20, 10, 5, 3, 2, 1 at 160x160: the detection recipe's grid); with one they read
+    its levels P3-P7 (20 ... 2), so neither side gets a finer grid than the other."""
+    return {"from_features": ["C3", "C4", "C5"], "extra_depths": [512, 256, 256],
+            "min_scale": args.min_scale, "max_scale": args.max_scale}
+
+
+def head_spec(settings: dict):
+    from tdbnas.spaces import SSDLiteHead
+
+    tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    return SSDLiteHead(num_classes=6, **tuples)  # the synthetic set has 6 classes
+
+
+def recipe(args) -> dict:
+    """The from-scratch recipe of benchmarks/detection_train.py (zero-initialised residual
+    branches, batch 16, no random crop), for supernets and stand-alone detectors alike."""
+    return {"head": head_settings(args), "zero_init_residual": True, "batch_size": 16, "lr": args.lr,
+            "warmup_epochs": 0.5, "random_crop": False, "threads": args.threads, "workers": 0, "progress": False}
 
 
 def _save(part: str, record: dict) -> None:
@@ -100,7 +116,7 @@ def part_latency(args) -> dict:
         result = _second_pass(result, archs, res, runner, cache)
     points = result.points
     plot = scatter_plot(points, Path(__file__).resolve().parent / "results" / f"{args.name}_latency.png",
-                        title=f"pyramid detectors: LUT predictor vs measured, {res[0]}x{res[1]}, 1 thread")
+                        title=f"pyramid detectors, {res[0]}x{res[1]}, 1 thread")
     record = {"resolution": list(res), "runtime_version": version, "space": space.name,
               "calibration": {"a": calibration.a, "b": calibration.b, "fitted_on": [a.encode() for a in fit]},
               "summary": result.summary(), "first_pass_summary": first_pass,
@@ -174,7 +190,7 @@ def _trained(out: Path, train) -> dict:
     return summary
 
 
-def _supernet(args, space, name, data, head) -> tuple[Path, dict]:
+def _supernet(args, space, name, data) -> tuple[Path, dict]:
     import torch
 
     from tdbnas.search.supernet_train import SupernetTrainConfig, SupernetTrainer
@@ -185,10 +201,8 @@ def _supernet(args, space, name, data, head) -> tuple[Path, dict]:
     description = CACHE / "spaces" / f"{name}.json"
     write_atomic(description, json.dumps(space.to_description()))
     config = SupernetTrainConfig(space=str(description), data=str(data), resolution=args.resolution, seed=0,
-                                 epochs=args.supernet_epochs, batch_size=32, lr=0.1, warmup_epochs=0.5,
-                                 random_crop=False, search_fraction=0.1, head=head, threads=args.threads,
-                                 workers=0, progress=False, max_minutes=args.supernet_minutes,
-                                 schedule_minutes=args.supernet_minutes)
+                                 epochs=args.supernet_epochs, search_fraction=0.1, max_minutes=args.supernet_minutes,
+                                 schedule_minutes=args.supernet_minutes, **recipe(args))
     return out, _trained(out, lambda: SupernetTrainer(config, out, space=space).run())
 
 
@@ -197,11 +211,11 @@ def part_search(args) -> dict:
     from tdbnas.search import Budget, Constraints, SearchSettings, run_search
     from tdbnas.search.fitness import SupernetEvaluator
     from tdbnas.search.recalibration import RecalibrationSettings
-    from tdbnas.spaces import SSDLiteHead, get_space
+    from tdbnas.spaces import get_space
 
     data = _data(args)
     head_dict = head_settings(args)
-    head = SSDLiteHead(num_classes=6, **head_dict)  # the synthetic set has 6 classes
+    head = head_spec(head_dict)
     spaces = {"backbone": get_space(BACKBONE_SPACE), "pyramid": pyramid_search_space()}
     res = (args.resolution,) * 2
     table = LatencyTable(CACHE / f"lut-{args.resolution}.sqlite")
@@ -220,7 +234,7 @@ def part_search(args) -> dict:
                               crossovers=args.crossovers, generations=args.generations, seed=0)
     for key, space in spaces.items():
         started = time.perf_counter()
-        checkpoint, trained = _supernet(args, space, f"supernet-{key}", data, head_dict)
+        checkpoint, trained = _supernet(args, space, f"supernet-{key}", data)
         supernet_seconds = time.perf_counter() - started
         evaluator = SupernetEvaluator(checkpoint, space=space, max_eval_images=args.eval_images,
                                       recalibration=RecalibrationSettings(images=args.recal_images, batch_size=32))
@@ -249,11 +263,11 @@ def part_compare(args, search: dict) -> dict:
     from tdbnas.latency.profiling import measure_detectors, profile_units, runtime_version_of
     from tdbnas.latency.table import LatencyTable
     from tdbnas.latency.units import units_of_archs
-    from tdbnas.spaces import ArchSpec, PyramidSpec, SSDLiteHead, resolve_pyramid
+    from tdbnas.spaces import ArchSpec, PyramidSpec, resolve_pyramid
 
     data = _data(args)
     head_dict = head_settings(args)
-    head = SSDLiteHead(num_classes=6, **head_dict)
+    head = head_spec(head_dict)
     res = (args.resolution,) * 2
     backbone_winner = ArchSpec.parse(search["runs"]["backbone"]["best_arch"])
     pyramid_winner = ArchSpec.parse(search["runs"]["pyramid"]["best_arch"])
@@ -277,9 +291,7 @@ def part_compare(args, search: dict) -> dict:
     for (label, arch), measurement in zip(detectors.items(), measured):
         out = CACHE / "runs" / f"train-{hashlib.sha1(arch.encode().encode()).hexdigest()[:12]}"
         config = TrainConfig(arch=arch.encode(), data=str(data), resolution=args.resolution, epochs=args.train_epochs,
-                             batch_size=32, lr=0.1, warmup_epochs=0.5, random_crop=False, head=head_dict, seed=0,
-                             threads=args.threads, workers=0, progress=False, eval_images=None,
-                             max_minutes=args.train_max_minutes)
+                             seed=0, eval_images=None, max_minutes=args.train_max_minutes, **recipe(args))
         summary = _trained(out, lambda config=config, out=out: Trainer(config, out).run())
         metrics = summary.get("eval", {}).get("metrics", {})
         rows[label] = {"arch": arch.encode(), "val_mAP": metrics.get("mAP"), "val_mAP_50": metrics.get("mAP_50"),
@@ -288,8 +300,8 @@ def part_compare(args, search: dict) -> dict:
                        "measured_ms": measurement.value_ms}
         print(f"[compare] {label}: mAP {rows[label]['val_mAP']} measured {measurement.value_ms:.2f} ms", flush=True)
     record = {"resolution": list(res), "head": head_dict, "budget_ms": search["budget_ms"],
-              "train": {"epochs": args.train_epochs, "max_minutes": args.train_max_minutes, "batch_size": 32,
-                        "lr": 0.1}, "detectors": rows}
+              "train": {"epochs": args.train_epochs, "max_minutes": args.train_max_minutes,
+                        **{k: v for k, v in recipe(args).items() if k in ("batch_size", "lr")}}, "detectors": rows}
     _save("compare", record)
     return record
 
@@ -378,8 +390,9 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=160, help="search / training resolution")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--val-images", type=int, default=500)
-    parser.add_argument("--min-scale", type=float, default=0.1)
-    parser.add_argument("--max-scale", type=float, default=0.6)
+    parser.add_argument("--min-scale", type=float, default=0.2, help="anchor scale of the lowest map")
+    parser.add_argument("--max-scale", type=float, default=0.95, help="anchor scale of the highest map")
+    parser.add_argument("--lr", type=float, default=0.6, help="peak learning rate of every training run")
     parser.add_argument("--supernet-epochs", type=float, default=20.0)
     parser.add_argument("--supernet-minutes", type=float, default=6.0)
     parser.add_argument("--population", type=int, default=12)
@@ -389,8 +402,8 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--recal-images", type=int, default=128)
     parser.add_argument("--eval-images", type=int, default=100)
-    parser.add_argument("--train-epochs", type=float, default=6.0)
-    parser.add_argument("--train-max-minutes", type=float, default=12.0)
+    parser.add_argument("--train-epochs", type=float, default=4.0, help="equal epochs for every compared detector")
+    parser.add_argument("--train-max-minutes", type=float, default=12.0, help="safety limit per detector")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=str(CACHE), help="where runs, tables and part results are kept")
     args = parser.parse_args()

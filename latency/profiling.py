@@ -185,15 +185,20 @@ def profile_units(units: Iterable[Unit], *, table: LatencyTable, profile: str, r
 
 def detector_key(arch: ArchSpec, resolution: int | Sequence[int], head: SSDLiteHead = DEFAULT_HEAD,
                  width_multiplier: float = 1.0) -> str:
-    """Table key of a whole detector's end-to-end time: `detector@320x320:c90:m1:<arch>`.
+    """Table key of a whole detector's end-to-end time: `detector@320x320:c90:m1:l2:<arch>`.
 
     Kept beside the op entries so calibration measurements survive a kill too; a non-default
-    head beyond the class count adds a short hash of its settings."""
+    head beyond the class count adds a short hash of its settings. `l<n>` is the Keras lowering
+    version (`micromodels.LOWERING_VERSION`): a detector built by another lowering is another
+    model, and its timing is never reused."""
+    from tdbnas.latency.micromodels import LOWERING_VERSION
+
     hw = as_hw(resolution)
     extra = ""
     if head != SSDLiteHead(num_classes=head.num_classes):
         extra = ":h" + hashlib.sha1(repr(head).encode()).hexdigest()[:8]
-    return f"detector@{hw[0]}x{hw[1]}:c{head.num_classes}:m{width_multiplier:g}{extra}:{arch.encode()}"
+    return (f"detector@{hw[0]}x{hw[1]}:c{head.num_classes}:m{width_multiplier:g}{extra}:l{LOWERING_VERSION}:"
+            f"{arch.encode()}")
 
 
 def is_detector_key(key: str) -> bool:

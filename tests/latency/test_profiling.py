@@ -178,7 +178,7 @@ def test_detectors_are_timed_once_and_kept_in_the_table(tmp_path):
                               cache_dir=tmp_path / "mm", progress=False, builder=build_detector,
                               measurer=fake_measure)
     assert again == first and len(built) == 3
-    assert first[0].key == detector_key(archs[0], 320) == f"detector@320x320:c90:m1:{archs[0].encode()}"
+    assert first[0].key == detector_key(archs[0], 320) == f"detector@320x320:c90:m1:l2:{archs[0].encode()}"
 
 
 def test_first_use_profiles_only_the_missing_units_then_predicts(tmp_path, monkeypatch):
