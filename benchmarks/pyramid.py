@@ -136,12 +136,11 @@ def _second_pass(result, archs, res, runner, cache):
     import dataclasses
 
     from tdbnas.latency.measure import MeasureProtocol, measure
-    from tdbnas.latency.profiling import detector_key
+    from tdbnas.latency.profiling import detector_key, detector_model_path
 
     points = list(result.points)
     for index in reversed(range(len(archs))):
-        key = detector_key(archs[index], res)
-        path = cache / "detectors" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.tflite"
+        path = detector_model_path(cache, detector_key(archs[index], res))
         again = measure(runner, path, MeasureProtocol()).value_ms
         if again < points[index].measured_ms:
             points[index] = dataclasses.replace(points[index], measured_ms=again)

@@ -58,21 +58,16 @@ def dataset() -> Path:
 
 
 def supernet(minutes: float, lr: float) -> Path:
-    """The trained supernet (cached by its settings: searches and memos live inside it)."""
+    """The trained supernet, cached by its settings. Its fitness memo and search run databases
+    live inside it: a search resumed against another supernet would mix two fitness functions."""
     from tdbnas.search.supernet_train import SupernetTrainConfig, SupernetTrainer
 
-    out = CACHE / (f"supernet-c3-{minutes:g}min" if lr == 0.2 else f"supernet-c3-lr{lr:g}-{minutes:g}min")
+    out = CACHE / f"supernet-c3-lr{lr:g}-{minutes:g}min"
     if not (out / "model.pt").exists():
         config = SupernetTrainConfig(space=SPACE, data=str(dataset()), resolution=RESOLUTION, epochs=100, lr=lr,
                                      max_minutes=minutes, schedule_minutes=minutes, progress=False, **RECIPE)
         SupernetTrainer(config, out).run()
     return out
-
-
-def runs_dir(checkpoint: Path) -> Path:
-    """Search run databases of one supernet (a run resumed against another supernet would mix
-    two fitness functions); the stop-11 supernet keeps its original `runs/`."""
-    return CACHE / "runs" if checkpoint.name == "supernet-c3-10min" else checkpoint / "runs"
 
 
 class MemoFitness:
@@ -142,7 +137,7 @@ def run_evolution(args) -> dict:
                                       generations=args.generations, seed=seed)
             started = time.perf_counter()
             result = run_search(get_space(SPACE), fitness, constraints_for(budget, predictor), settings,
-                                runs_dir(checkpoint) / f"{algorithm}-s{seed}", plot=False)
+                                checkpoint / "runs" / f"{algorithm}-s{seed}", plot=False)
             row[algorithm] = {"best": result.best.score, "best_arch": result.best.arch,
                               "evaluations": len(result.evaluations), "seconds": time.perf_counter() - started}
         rows.append(row)
@@ -228,7 +223,7 @@ def run_budgets(args) -> dict:
         settings = SearchSettings(population=args.population, parents=args.parents, mutations=args.mutations,
                                   crossovers=args.crossovers, generations=args.generations, seed=0)
         result = run_search(get_space(SPACE), fitness, constraints_for(budget, predictor), settings,
-                            runs_dir(checkpoint) / f"budget-{q}", plot=False)
+                            checkpoint / "runs" / f"budget-{q}", plot=False)
         arch = resolve_arch(result.best.arch)
         path = CACHE / "budget-models" / f"q{q}.tflite"
         path.parent.mkdir(parents=True, exist_ok=True)

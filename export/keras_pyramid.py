@@ -20,6 +20,7 @@ builds one micro-model per part from the same functions. Choices:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import keras
@@ -66,11 +67,11 @@ def nearest_runs(size_in: int, size_out: int) -> tuple[int, tuple[tuple[int, int
     the repeated axis). An upsampling reads each source row one or more times, in order, so its
     output is a subsequence of the k-fold repeat, k the most times any row is read."""
     sources = nearest_indices(size_in, size_out)
-    k = max(sources.count(j) for j in set(sources))
-    picked, seen = [], {}
-    for j in sources:
-        picked.append(k * j + seen.get(j, 0))
-        seen[j] = seen.get(j, 0) + 1
+    k = max(Counter(sources).values())
+    picked, seen = [], Counter()
+    for j in sources:  # the n-th read of row j takes copy n of row j
+        picked.append(k * j + seen[j])
+        seen[j] += 1
     runs: list[list[int]] = []
     for position in picked:
         if runs and runs[-1][1] == position:

@@ -201,6 +201,11 @@ def detector_key(arch: ArchSpec, resolution: int | Sequence[int], head: SSDLiteH
             f"{arch.encode()}")
 
 
+def detector_model_path(cache_dir: str | Path, key: str) -> Path:
+    """Where `measure_detectors` keeps the int8 model it timed for a `detector_key`."""
+    return Path(cache_dir) / "detectors" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.tflite"
+
+
 def is_detector_key(key: str) -> bool:
     return key.startswith("detector@")
 
@@ -222,7 +227,6 @@ def measure_detectors(archs: Sequence[ArchSpec], resolution: int | Sequence[int]
     environment, version = _open_profile(table, profile, runner, device)
     results = []
     build = timer = None
-    cache = Path(cache_dir) / "detectors"
     with _progress(len(archs), f"detectors on {profile}", progress) as bar:
         for arch in archs:
             key = detector_key(arch, hw, head, width_multiplier)
@@ -233,7 +237,7 @@ def measure_detectors(archs: Sequence[ArchSpec], resolution: int | Sequence[int]
                 timer = timer or measurer or _default_measurer()
                 if protocol is None and measurer is None:
                     protocol = _default_protocol()
-                path = cache / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.tflite"
+                path = detector_model_path(cache_dir, key)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if not path.exists():
                     # Build beside, then rename: a kill mid-build must not leave a truncated model.
