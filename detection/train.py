@@ -35,7 +35,8 @@ from tdbnas.spaces.atomic import write_atomic, write_json_atomic
 CHECKPOINT_FORMAT = "tdbnas.checkpoint"
 CHECKPOINT_VERSION = 1
 # Config fields that may differ between a run and its resumption (they change nothing learned).
-RESUMABLE_CHANGES = {"workers", "progress", "checkpoint_minutes", "eval_images", "threads", "max_minutes", "device"}
+RESUMABLE_CHANGES = {"workers", "progress", "checkpoint_minutes", "eval_images", "threads", "max_minutes", "device",
+                     "stop_epochs"}
 
 
 @dataclass
@@ -91,6 +92,11 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     log_every_steps: int = 20
     max_minutes: float | None = None
+    # Stop after this many epochs of the `epochs`-long schedule (None: train to the end). The
+    # cosine is not shortened: a truncated run is the first part of the full one, and a later
+    # run of the same directory with a larger value (or None) continues it. Successive halving
+    # trains every candidate this way and continues only the best.
+    stop_epochs: float | None = None
     # Time-budgeted schedule: the cosine ends after this many minutes of training time, or at
     # `epochs`, whichever comes first (with `max_minutes` equal, training stops there). Use it
     # when a run has a wall-clock budget and throughput varies (shared machines).
@@ -319,6 +325,13 @@ class Trainer:
     def total_steps(self) -> int:
         return max(1, round(self.config.epochs * self.steps_per_epoch))
 
+    @property
+    def stop_step(self) -> int:
+        """The step this run stops at: the end of the schedule, or `stop_epochs` into it."""
+        if self.config.stop_epochs is None:
+            return self.total_steps
+        return min(self.total_steps, max(1, round(self.config.stop_epochs * self.steps_per_epoch)))
+
     # ---- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         if not self.dist.is_main:
@@ -408,13 +421,14 @@ class Trainer:
             write_json_atomic(self.out / "config.json", asdict(config))
         self._log({"event": "resume" if resumed else "start", "step": self.step, "total_steps": self.total_steps,
                    "train_images": len(self.train_set), "world": self.dist.world})
-        progress = _progress_bar(self.total_steps, self.step, config.progress and self.dist.is_main)
+        stop_step = self.stop_step
+        progress = _progress_bar(stop_step, self.step, config.progress and self.dist.is_main)
         last_checkpoint = time.monotonic()
         eval_steps = round(config.eval_every_epochs * self.steps_per_epoch) if config.eval_every_epochs else 0
         window_images, window_start = 0, time.perf_counter()
         stopped_early = False
         self.model.train()
-        while self.step < self.total_steps:
+        while self.step < stop_step:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
             # The training clock runs while a batch is fetched and stepped (a data loader that
             # cannot keep up costs training time); evaluation and checkpoints are off the clock.
@@ -446,7 +460,7 @@ class Trainer:
                 if config.max_minutes and self.train_seconds > config.max_minutes * 60:
                     stopped_early = True
                     break
-                if self.step >= self.total_steps:
+                if self.step >= stop_step:
                     break
                 started = time.perf_counter()
             if stopped_early:
@@ -454,7 +468,7 @@ class Trainer:
         progress.close()
         self.save_checkpoint()
         summary: dict[str, Any] = {"steps": self.step, "train_seconds": round(self.train_seconds, 1),
-                                   "stopped_early": stopped_early}
+                                   "stopped_early": stopped_early, "epochs": self.step / self.steps_per_epoch}
         if self.dist.is_main:
             write_atomic(self.out / "model.pt", lambda handle: torch.save(self.eval_model.state_dict(), handle))
             if self.val_set is not None:
