@@ -42,7 +42,10 @@ from _common import RESULTS, write_atomic, write_results  # noqa: E402
 
 OUT = acc.CACHE / "ground_truth"
 PLAN = OUT / "plan.json"
-EPOCHS = 6.0
+# 6 epochs gave the projected MobileDet-EdgeTPU 0.190 mAP (below the 0.25 the issue asks of the
+# best architectures; the e8 MobileDet-EdgeTPU reaches 0.289 at epoch 6 of its 15-minute run), so
+# the table trains 10: about the epochs the default `tdbnas run` gives its final detector.
+EPOCHS = 10.0
 NOISE_SEEDS = (0, 1, 2)
 MIDDLE_BINS, EXTREME = 24, 4
 LOW_Q, HIGH_Q = 0.02, 0.98
@@ -163,7 +166,7 @@ def jobs(rows: list[dict]) -> list[acc.TrainingJob]:
     count is checked early), then the extra seeds of the noise floor."""
     first = sorted(rows, key=lambda r: {"reference": 0, "largest": 1, "smallest": 2}.get(r["stratum"], 3))
     ordered = [(r, 0) for r in first] + [(r, s) for r in rows for s in r["seeds"] if s != 0]
-    return [acc.TrainingJob(r["arch"], s, EPOCHS, OUT / "runs" / f"{acc.run_name(r['arch'])}-s{s}")
+    return [acc.TrainingJob(r["arch"], s, EPOCHS, OUT / "runs" / f"{acc.run_name(r['arch'])}-e{EPOCHS:g}-s{s}")
             for r, s in ordered]
 
 

@@ -42,6 +42,19 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
     return alpha_t * (1 - p_t).pow(gamma) * cross_entropy
 
 
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, num_matches: torch.Tensor,
+                      beta: float = 2.0) -> torch.Tensor:
+    """Quality focal loss (Li et al., GFL, NeurIPS 2020) of the student's class scores towards the
+    teacher's sigmoid probabilities: |σ(t) − σ(s)|^β · BCE(s, σ(t)), summed over anchors and
+    class slots and divided by the matches, as the focal loss is. Zero (with zero gradient) where
+    the student agrees with the teacher; the in-place distillation of sandwich supernet training."""
+    target = torch.sigmoid(teacher_logits.detach().float())
+    student = student_logits.float()
+    modulation = (target - torch.sigmoid(student)).abs().pow(beta)
+    cross_entropy = F.binary_cross_entropy_with_logits(student, target, reduction="none")
+    return (modulation * cross_entropy).sum() / num_matches.clamp(min=1).to(student.dtype)
+
+
 class DetectionLoss(nn.Module):
     """Matches ground truth to anchors and computes the loss of one batch of raw predictions."""
 

@@ -382,30 +382,44 @@ class Trainer:
         yield from loader
 
     def train_step(self, images: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, float]:
-        config = self.config
-        lr = learning_rate(config, self.step, self.steps_per_epoch, self.train_seconds)
+        lr = self.set_learning_rate()
+        images, boxes, labels = self.prepare_batch(images, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, _ = self.forward_loss(images, boxes, labels)
+        self.scaler.scale(losses["loss"]).backward()
+        self.apply_gradients()
+        return {"loss": float(losses["loss"].detach()), "classification": float(losses["classification"]),
+                "localization": float(losses["localization"]), "lr": lr}
+
+    # ---- the pieces of a step (a supernet step runs several paths between zero_grad and the update)
+    def set_learning_rate(self) -> float:
+        lr = learning_rate(self.config, self.step, self.steps_per_epoch, self.train_seconds)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        return lr
+
+    def prepare_batch(self, images: torch.Tensor, targets: list[dict[str, Any]]):
         images = images.to(self.device, non_blocking=True)
-        if config.channels_last:
+        if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        boxes = [t["boxes"] for t in targets]
-        labels = [t["labels"] for t in targets]
+        return images, [t["boxes"] for t in targets], [t["labels"] for t in targets]
+
+    def forward_loss(self, images: torch.Tensor, boxes, labels) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The detection losses of the model's forward pass, and its class logits."""
         with torch.autocast(self.device.type, enabled=self.use_amp):
             box_deltas, class_logits = self.ddp_model(images)
-        losses = self.loss(box_deltas, class_logits, boxes, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(losses["loss"]).backward()
+        return self.loss(box_deltas, class_logits, boxes, labels), class_logits
+
+    def apply_gradients(self) -> None:
+        """Clip, step the optimizer (and the EMA), advance the step counter."""
         self.scaler.unscale_(self.optimizer)
-        if config.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, self.step)
         self.step += 1
-        return {"loss": float(losses["loss"].detach()), "classification": float(losses["classification"]),
-                "localization": float(losses["localization"]), "lr": lr}
 
     def evaluate(self, max_images: int | None = None) -> dict[str, Any]:
         from tdbnas.detection.evaluate import evaluate_model

@@ -27,7 +27,7 @@ _EXPORTS = {
     "Measures": "constraints",
     "Proposer": "evolution", "SearchResult": "evolution", "generation_rng": "evolution", "load_result": "evolution",
     "run_search": "evolution",
-    "Minimum": "minimum", "min_cost": "minimum", "min_latency": "minimum",
+    "Minimum": "minimum", "max_cost": "minimum", "min_cost": "minimum", "min_latency": "minimum",
     "crowding_distance": "pareto", "nondominated_ranks": "pareto", "nsga2_order": "pareto", "pareto_front": "pareto",
     "RayEvaluator": "parallel", "SerialEvaluator": "parallel", "SupernetFactory": "parallel", "as_fitness": "parallel",
     "make_evaluator": "parallel", "ray_available": "parallel",

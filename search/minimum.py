@@ -289,6 +289,18 @@ def min_cost(space: BlockSpace, quantity: str, resolution: int | Sequence[int], 
     The whole backbone counts (costs are not cut at the last endpoint); the head's cost comes
     from `head_primitives` on the endpoint widths alone.
     """
+    return _extreme_cost(space, quantity, resolution, head, width_multiplier, sign=1.0)
+
+
+def max_cost(space: BlockSpace, quantity: str, resolution: int | Sequence[int], *,
+             head: SSDLiteHead = DEFAULT_HEAD, width_multiplier: float = 1.0) -> Minimum:
+    """The largest detector MAdds or params in `space` (the same programme on negated costs):
+    the "largest child" of sandwich sampling. `value` and `lower` are that maximum."""
+    return _extreme_cost(space, quantity, resolution, head, width_multiplier, sign=-1.0)
+
+
+def _extreme_cost(space: BlockSpace, quantity: str, resolution: int | Sequence[int], head: SSDLiteHead,
+                  width_multiplier: float, sign: float) -> Minimum:
     if quantity not in ("madds", "params"):
         raise ValueError(f"quantity must be 'madds' or 'params', not {quantity!r}")
     hw = as_hw(resolution)
@@ -296,18 +308,18 @@ def min_cost(space: BlockSpace, quantity: str, resolution: int | Sequence[int], 
     memo: dict[tuple[int, ...], float] = {}
 
     def layer_fn(config: LayerConfig, mode: Mode) -> tuple[float, Mode]:
-        return float(getattr(layer_cost(config), quantity)), mode
+        return sign * float(getattr(layer_cost(config), quantity)), mode
 
     def head_fn(widths: tuple[int, ...], mode: Mode) -> float:
         if widths not in memo:
             ops = head_primitives(head, _Endpoints(head.from_features, strides, widths), hw,  # type: ignore[arg-type]
                                   width_multiplier)
-            memo[widths] = float(sum(getattr(op, quantity) for op in ops))
+            memo[widths] = sign * float(sum(getattr(op, quantity) for op in ops))
         return memo[widths]
 
     value, arch = minimise(space, hw, layer_cost_fn=layer_fn, head_cost_fn=head_fn, head=head,
                            width_multiplier=width_multiplier, cut_after_endpoints=False)
-    return Minimum(quantity, None, value, value, arch, hw)
+    return Minimum(quantity, None, sign * value, sign * value, arch, hw)
 
 
-__all__ = ["Minimum", "endpoint_blocks", "min_cost", "min_latency", "minimise"]
+__all__ = ["Minimum", "endpoint_blocks", "max_cost", "min_cost", "min_latency", "minimise"]

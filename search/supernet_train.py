@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from tdbnas.detection.loss import distillation_loss
 from tdbnas.detection.train import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -32,6 +33,7 @@ from tdbnas.detection.train import (
     augmentation,
     head_settings,
 )
+from tdbnas.search.sampling import SAMPLING, step_paths
 from tdbnas.search.splits import SearchSplit, build_search_split, split_record
 from tdbnas.search.supernet import WEIGHT_SHARING, Supernet
 from tdbnas.spaces import BlockSpace, PyramidSearchSpace
@@ -52,6 +54,11 @@ class SupernetTrainConfig(TrainConfig):
     weight_sharing: str = "none"  # "none" (per-choice, DetNAS), "in" or "width" (sliced; see sharing.py)
     search_fraction: float = 0.1  # share of the training split held out for search
     search_seed: int = 0
+    # Paths per step (`tdbnas.search.sampling`): "uniform" (SPOS, DetNAS), "fair" (FairNAS strict
+    # fairness) or "sandwich" (largest + smallest + random, BigNAS); `distill_weight` scales the
+    # in-place distillation of sandwich paths from the largest one (0: none).
+    sampling: str = "uniform"
+    distill_weight: float = 1.0
 
     @property
     def search_split(self) -> SearchSplit:
@@ -92,6 +99,8 @@ class SupernetTrainer(Trainer):
             raise ValueError(f"weight_sharing must be one of {WEIGHT_SHARING}, got {config.weight_sharing!r}")
         if config.compile:
             raise ValueError("compile is not supported for supernets: every sampled path would recompile")
+        if config.sampling not in SAMPLING:
+            raise ValueError(f"sampling must be one of {SAMPLING}, got {config.sampling!r}")
         if config.zero_init_residual and config.weight_sharing != "none":
             raise ValueError("zero_init_residual needs per-choice weights (weight_sharing='none')")
         self.space = space or load_space(config.space)
@@ -111,8 +120,31 @@ class SupernetTrainer(Trainer):
         return DistributedDataParallel(model, find_unused_parameters=True)
 
     def train_step(self, images: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, float]:
-        self.model.set_active(self.model.sample_path(self.step, self.config.seed))
-        return super().train_step(images, targets)
+        config = self.config
+        paths = step_paths(self.space, config.sampling, self.step, config.seed, resolution=config.resolution,
+                           head=self.model.head_spec)
+        if len(paths) == 1:
+            self.model.set_active(paths[0])
+            return super().train_step(images, targets)
+        # Several paths, one update: their gradients are summed (FairNAS, BigNAS).
+        lr = self.set_learning_rate()
+        images, boxes, labels = self.prepare_batch(images, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"loss": 0.0, "classification": 0.0, "localization": 0.0}
+        teacher = None
+        for index, path in enumerate(paths):
+            self.model.set_active(path)
+            losses, class_logits = self.forward_loss(images, boxes, labels)
+            loss = losses["loss"]
+            if config.sampling == "sandwich" and index == 0:
+                teacher = class_logits.detach()  # the largest path teaches the others
+            elif teacher is not None and config.distill_weight:
+                loss = loss + config.distill_weight * distillation_loss(class_logits, teacher, losses["matches"])
+            self.scaler.scale(loss).backward()
+            for key in totals:
+                totals[key] += float(losses[key].detach()) / len(paths)
+        self.apply_gradients()
+        return {**totals, "lr": lr}
 
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,320 @@
+"""Accuracy signals of the search, each scored against the stand-alone ground truth.
+
+The ground truth is `benchmarks/ground_truth.py` (`tdb-lite` detectors trained stand-alone for
+equal epochs on the built-in dataset). Every signal gives each of its architectures one value;
+this script reports, against the mean stand-alone val mAP:
+
+* Kendall tau and Spearman rho over all architectures;
+* top-1 / top-3 regret under three CPU budgets (the 25th, 50th and 75th percentile of the
+  space's predicted latency): the best ground-truth mAP among the feasible architectures minus
+  the ground-truth mAP of the signal's best pick (top-3: of the best of its three best picks);
+* the cost per candidate in seconds (on this shared 2-core machine).
+
+Signals:
+
+* baselines a signal must beat: parameters, MAdds, predicted latency, layers (non-skip);
+* `zeroshot`: the training-free scores of `tdbnas.search.zeroshot` at initialisation;
+* `supernet`: one-shot supernets (uniform SPOS sampling at 3 training lengths, FairNAS strict
+  fairness and BigNAS sandwich with in-place distillation at the middle length's compute),
+  fitness = mAP on the 200 search-split images with and without per-path BN recalibration;
+* `short`: short stand-alone training (the first 1 and 2 epochs of the ground truth's schedule,
+  on the training split minus the search split, another seed, mAP on the search split);
+* `predictor`: a ridge accuracy predictor fitted on k <= 8 ground-truth points (MAdds, params,
+  the zero-shot scores), scored only on the architectures it was not fitted on.
+
+    python benchmarks/signals.py zeroshot
+    python benchmarks/signals.py supernet            # trains and scores every supernet variant
+    python benchmarks/signals.py supernet --variants spos-4
+    python benchmarks/signals.py short
+    python benchmarks/signals.py report              # results/signals.{json,md}
+
+Every phase caches what it computed and resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ground_truth  # noqa: E402
+
+import _accuracy as acc  # noqa: E402
+from _common import write_atomic, write_results  # noqa: E402
+
+OUT = acc.CACHE / "signals"
+#: Supernet variants: (sampling, epochs of updates). A sandwich step trains 4 paths and a fair
+#: step 6 (the most choices of a `tdb-lite` slot), so `fair-14` / `sandwich-14` cost what
+#: `spos-14` costs (14 epochs of single-path steps).
+VARIANTS = {"spos-4": ("uniform", 4.0), "spos-14": ("uniform", 14.0), "spos-38": ("uniform", 38.0),
+            "fair-14": ("fair", 14.0 / 6), "sandwich-14": ("sandwich", 14.0 / 4)}
+SHORT_EPOCHS = (1.0, 2.0)
+SHORT_SEED = 1
+RECALIBRATION_IMAGES = 128
+PREDICTOR_K = (4, 8)
+PREDICTOR_REPEATS = 50
+
+
+def plan() -> list[dict]:
+    return json.loads(ground_truth.PLAN.read_text())["archs"]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ---- zero-shot ------------------------------------------------------------------------------------
+def run_zeroshot(args) -> None:
+    import torch
+
+    from tdbnas.search.zeroshot import ZeroShotScorer
+
+    torch.set_num_threads(args.threads)
+    path = OUT / "zeroshot.json"
+    cache = load(path)
+    scorer = ZeroShotScorer(resolution=acc.RESOLUTION, head=acc.head(), data=acc.dataset())
+    for row in plan():
+        if row["arch"] not in cache:
+            cache[row["arch"]] = scorer.score(row["arch"])
+            write_atomic(path, json.dumps(cache, indent=1) + "\n")
+    print(f"zero-shot scores of {len(cache)} architectures -> {path}")
+
+
+# ---- supernets -----------------------------------------------------------------------------------
+def supernet_dir(variant: str) -> Path:
+    return OUT / "supernets" / variant
+
+
+def train_supernet(variant: str, threads: int) -> Path:
+    from tdbnas.search.supernet_train import SupernetTrainConfig, SupernetTrainer
+
+    sampling, epochs = VARIANTS[variant]
+    out = supernet_dir(variant)
+    if not (out / "model.pt").exists():
+        recipe = {k: v for k, v in acc.RECIPE.items()}
+        config = SupernetTrainConfig(space=acc.SPACE, data=str(acc.dataset()), epochs=epochs, sampling=sampling,
+                                     threads=threads, progress=False, checkpoint_minutes=3.0, **recipe)
+        SupernetTrainer(config, out).run()
+    return out
+
+
+def run_supernet(args) -> None:
+    import torch
+
+    from tdbnas.search.fitness import SupernetEvaluator
+    from tdbnas.search.recalibration import RecalibrationSettings
+
+    torch.set_num_threads(args.threads)
+    for variant in args.variants or list(VARIANTS):
+        checkpoint = train_supernet(variant, args.threads)
+        path = checkpoint / "fitness.json"
+        cache = load(path)
+        evaluator = SupernetEvaluator(checkpoint, recalibration=RecalibrationSettings(images=RECALIBRATION_IMAGES))
+        for row in plan():
+            for recalibrate in (True, False):
+                key = f"{'recal' if recalibrate else 'plain'}:{row['arch']}"
+                if key not in cache:
+                    result = evaluator.evaluate(row["arch"], recalibrate=recalibrate)
+                    cache[key] = {"mAP": result["mAP"], "seconds": result["seconds"]}
+                    write_atomic(path, json.dumps(cache, indent=1) + "\n")
+        history = [json.loads(line) for line in (checkpoint / "history.jsonl").read_text().splitlines()]
+        steps = [h for h in history if h.get("event") == "train"]
+        cache["_training"] = {"train_seconds": steps[-1]["train_seconds"] if steps else None,
+                              "steps": steps[-1]["step"] if steps else None, "sampling": VARIANTS[variant][0],
+                              "epochs": VARIANTS[variant][1]}
+        write_atomic(path, json.dumps(cache, indent=1) + "\n")
+        print(f"supernet {variant}: {len(cache) - 1} scores -> {path}")
+
+
+# ---- short training ------------------------------------------------------------------------------
+def short_jobs() -> list[acc.TrainingJob]:
+    return [acc.TrainingJob(r["arch"], SHORT_SEED, ground_truth.EPOCHS,
+                            OUT / "short" / f"{acc.run_name(r['arch'])}-e{ground_truth.EPOCHS:g}-s{SHORT_SEED}",
+                            stop_epochs=max(SHORT_EPOCHS), eval_at=SHORT_EPOCHS, train_split="train-minus-search",
+                            val_split="search") for r in plan()]
+
+
+def run_short(args) -> None:
+    acc.run_pool(short_jobs(), workers=args.workers, threads=args.threads)
+
+
+# ---- scoring ---------------------------------------------------------------------------------------
+def signal_table(rows: list[dict]) -> dict[str, dict]:
+    """signal name -> {"values": {arch: value}, "seconds": per candidate, "kind": ...}."""
+    signals: dict[str, dict] = {}
+
+    def add(name: str, kind: str, values: dict, seconds: float | None, note: str = "") -> None:
+        if values:
+            signals[name] = {"kind": kind, "values": values, "seconds": seconds, "note": note}
+
+    add("params", "baseline", {r["arch"]: r["params"] for r in rows}, 0.0)
+    add("madds", "baseline", {r["arch"]: r["madds"] for r in rows}, 0.0)
+    add("predicted latency", "baseline", {r["arch"]: r["predicted_ms"] for r in rows}, 0.0, "bigger is better")
+    add("layers", "baseline", {r["arch"]: float(sum(layer != "skip" for block in r["arch"].split("/")
+                                                    for layer in block.split(","))) for r in rows}, 0.0,
+        "non-skip layers")
+    zeroshot = load(OUT / "zeroshot.json")
+    from tdbnas.search.zeroshot import ZERO_SHOT
+
+    for name in ZERO_SHOT:
+        values = {a: z[name] for a, z in zeroshot.items() if a in {r["arch"] for r in rows}}
+        seconds = [z["seconds"][name] for z in zeroshot.values()]
+        add(f"zero-shot {name}", "zero-shot", values, statistics.median(seconds) if seconds else None)
+    for variant in VARIANTS:
+        cache = load(supernet_dir(variant) / "fitness.json")
+        training = cache.get("_training", {})
+        for mode in ("recal", "plain"):
+            values = {k.split(":", 1)[1]: v["mAP"] for k, v in cache.items() if k.startswith(mode + ":")}
+            seconds = [v["seconds"] for k, v in cache.items() if k.startswith(mode + ":")]
+            note = (f"{training.get('sampling')} sampling, {training.get('epochs', 0):.3g} epochs of updates, "
+                    f"{(training.get('train_seconds') or 0) / 60:.0f} min of training on the shared machine")
+            add(f"supernet {variant} {'BN recal.' if mode == 'recal' else 'no recal.'}", "supernet", values,
+                statistics.median(seconds) if seconds else None, note)
+    for epochs in SHORT_EPOCHS:
+        values, seconds = {}, []
+        for job in short_jobs():
+            result = job.result()
+            if result is None:
+                continue
+            point = next(e for e in result["evaluations"] if abs(e["epochs"] - epochs) < 0.05)
+            values[job.arch] = point["mAP"]
+            seconds.append(point["train_seconds"])
+        add(f"short training {epochs:g} epoch{'s' if epochs > 1 else ''}", "short training", values,
+            statistics.median(seconds) if seconds else None, "1 thread, on the shared machine")
+    return signals
+
+
+def score(values: dict[str, float], rows: list[dict], budgets: dict[float, float]) -> dict:
+    """Rank correlation and regrets of one signal (on the architectures it has values for)."""
+    from tdbnas.search.zeroshot import rank_correlations
+
+    known = [r for r in rows if r["arch"] in values and r["truth"] is not None
+             and math.isfinite(values[r["arch"]])]
+    result = {"n": len(known)}
+    if len(known) < 4:
+        return result
+    result.update(rank_correlations([values[r["arch"]] for r in known], [r["truth"] for r in known]))
+    for q, budget in budgets.items():
+        feasible = [r for r in known if r["predicted_ms"] <= budget]
+        if not feasible:
+            continue
+        best = max(r["truth"] for r in feasible)
+        ranked = sorted(feasible, key=lambda r: -values[r["arch"]])
+        result[f"regret1_q{q:g}"] = best - ranked[0]["truth"]
+        result[f"regret3_q{q:g}"] = best - max(r["truth"] for r in ranked[:3])
+        result[f"feasible_q{q:g}"] = len(feasible)
+    return result
+
+
+def predictor_scores(rows: list[dict], signals: dict, budgets: dict[float, float]) -> dict[str, dict]:
+    """Ridge on standardised features (log MAdds, log params, zero-shot scores), fitted on k
+    random ground-truth points and scored on the rest; medians over repeated draws."""
+    import numpy as np
+
+    features = ["madds", "params"] + [name for name in signals if name.startswith("zero-shot")]
+    known = [r for r in rows if r["truth"] is not None and all(r["arch"] in signals[f]["values"] for f in features)]
+    if len(known) < max(PREDICTOR_K) + 4:
+        return {}
+    x = np.array([[math.log(signals[f]["values"][r["arch"]]) if f in ("madds", "params")
+                   else signals[f]["values"][r["arch"]] for f in features] for r in known])
+    y = np.array([r["truth"] for r in known])
+    out = {}
+    for k in PREDICTOR_K:
+        rng = np.random.default_rng(k)
+        draws = []
+        for _ in range(PREDICTOR_REPEATS):
+            train = rng.choice(len(known), size=k, replace=False)
+            test = np.setdiff1d(np.arange(len(known)), train)
+            mean, std = x[train].mean(0), x[train].std(0) + 1e-9
+            a = np.c_[(x[train] - mean) / std, np.ones(k)]
+            # Ridge with lambda chosen by leave-one-out inside the k training points.
+            best = None
+            for lam in (0.1, 1.0, 10.0, 100.0):
+                errors = []
+                for i in range(k):
+                    keep = np.arange(k) != i
+                    w = np.linalg.solve(a[keep].T @ a[keep] + lam * np.eye(a.shape[1]), a[keep].T @ y[train][keep])
+                    errors.append((a[i] @ w - y[train][i]) ** 2)
+                if best is None or np.mean(errors) < best[0]:
+                    best = (np.mean(errors), lam)
+            w = np.linalg.solve(a.T @ a + best[1] * np.eye(a.shape[1]), a.T @ y[train])
+            predicted = np.c_[(x[test] - mean) / std, np.ones(len(test))] @ w
+            held_out = [known[i] for i in test]
+            draws.append(score({r["arch"]: float(p) for r, p in zip(held_out, predicted)}, held_out, budgets))
+        keys = [key for key in draws[0] if key != "n"]
+        out[f"predictor k={k}"] = {"kind": "predictor", "seconds": 0.0, "n": len(known) - k,
+                                   "note": f"ridge on {', '.join(features)}; median of {PREDICTOR_REPEATS} draws of "
+                                           f"{k} training points, scored on the other {len(known) - k}",
+                                   **{key: float(np.median([d[key] for d in draws if key in d])) for key in keys}}
+    return out
+
+
+def run_report(args) -> dict:
+    truth_record = json.loads((ground_truth.RESULTS / "ground_truth.json").read_text())
+    rows = [{**r, "truth": r["mAP_mean"]} for r in truth_record["archs"]]
+    budgets = {float(q): v for q, v in truth_record["budgets_ms"].items()}
+    noise = truth_record["noise_floor"]["seed_std_pooled"]
+    signals = signal_table(rows)
+    scored = {name: {"kind": s["kind"], "seconds": s["seconds"], "note": s["note"], **score(s["values"], rows, budgets)}
+              for name, s in signals.items()}
+    scored.update(predictor_scores(rows, signals, budgets))
+    baseline_tau = max((s.get("kendall", -1) for s in scored.values() if s["kind"] == "baseline"
+                        and s.get("kendall") is not None), default=None)
+    for s in scored.values():
+        s["beats_madds_params_by"] = (s["kendall"] - max(scored["madds"]["kendall"], scored["params"]["kendall"])
+                                      if "kendall" in s else None)
+        s["regret1_within_2_noise"] = (all(s.get(f"regret1_q{q:g}", math.inf) <= 2 * noise for q in budgets)
+                                       if noise else None)
+    record = {"ground_truth": {"runs_done": truth_record["runs_done"], "archs": len(rows), "noise_floor": noise,
+                               "epochs": truth_record["epochs"]}, "budgets_ms": budgets, "signals": scored,
+              "best_baseline_kendall": baseline_tau}
+    markdown = render(record)
+    write_results("signals", record, markdown)
+    print(markdown)
+    return record
+
+
+def render(record: dict) -> str:
+    budgets = record["budgets_ms"]
+    truth = record["ground_truth"]
+    noise = truth["noise_floor"]
+    lines = [f"Signals against the stand-alone ground truth (`ground_truth.md`: {truth['archs']} `tdb-lite` "
+             f"architectures, {truth['epochs']:g} epochs each, {truth['runs_done']} trainings; seed noise floor "
+             + (f"{noise:.4f} mAP" if noise else "not yet measured") + "). Regret in mAP points under the CPU budgets "
+             + ", ".join(f"q{q * 100:g} = {v:.2f} ms" for q, v in budgets.items()) + "; cost in seconds per candidate "
+             "on this shared 2-core machine.", "",
+             "| signal | kind | n | Kendall tau | Spearman | " + " | ".join(
+                 f"regret@1 q{q * 100:g} | @3" for q in budgets) + " | s / candidate | note |",
+             "|---|---|---|---|---|" + "---|---|" * len(budgets) + "---|---|"]
+
+    def cell(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for name, s in sorted(record["signals"].items(), key=lambda item: -(item[1].get("kendall") or -9)):
+        regrets = " | ".join(f"{cell(s.get(f'regret1_q{q:g}'), 4)} | {cell(s.get(f'regret3_q{q:g}'), 4)}"
+                             for q in budgets)
+        lines.append(f"| {name} | {s['kind']} | {s.get('n', 0)} | {cell(s.get('kendall'))} | "
+                     f"{cell(s.get('spearman'))} | {regrets} | {cell(s['seconds'], 2)} | {s.get('note', '')} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=("zeroshot", "supernet", "short", "report"))
+    parser.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), help="supernet variants (default: all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    {"zeroshot": run_zeroshot, "supernet": run_supernet, "short": run_short, "report": run_report}[args.phase](args)
+    print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
