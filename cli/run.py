@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tdbnas.cli.common import positive_float, positive_int
 
@@ -82,5 +83,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = run_pipeline(config, until=args.until)
     if "report" in results:
-        print(f"report: {results['report']['markdown']} and {results['report']['html']}")
+        from tdbnas.pipeline.report import headline
+        from tdbnas.pipeline.stages import Run
+
+        for line in headline(Run(config, Path(config["out"]), results=results)):
+            print(line)
+        print(f"report: {results['report']['html']} (and report.md beside it)")
     return 0

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tdbnas.search.signals import DEFAULT_SIGNAL, check_signal
+
 DEFAULTS: dict[str, Any] = {
     "out": "runs/tdbnas",
     "seed": 0,
@@ -45,38 +47,43 @@ DEFAULTS: dict[str, Any] = {
         "budget_quantile": 0.5,
         "calibration_detectors": 3,   # full detectors timed end to end to fit a*sum+b (measured profiles)
     },
-    "supernet": {                     # tdbnas.search.supernet_train.SupernetTrainConfig fields
-        "epochs": 20.0,
+    "supernet": {                     # tdbnas.search.supernet_train.SupernetTrainConfig fields; trained only
+        "epochs": 20.0,               # for search.signal: supernet (or retrain.init: supernet)
         "max_minutes": 4.0,
         "schedule_minutes": 4.0,
         "batch_size": 16,             # batch 16 / zero-init residual as in the from-scratch recipe
-        "lr": 0.2,                    # (benchmarks/detection_train.py, which peaks at lr 0.6; 0.6 is
-                                      # not yet measured on this 4-minute supernet schedule)
+        "lr": 0.6,
         "warmup_epochs": 0.5,
         "random_crop": False,
         "zero_init_residual": True,
         "search_fraction": 0.1,
     },
-    "search": {                       # tdbnas.search.settings.SearchSettings fields, plus the evaluator's
+    "search": {                       # tdbnas.search.settings.SearchSettings fields, plus the signal's
+        "signal": DEFAULT_SIGNAL,     # what ranks the candidates (tdbnas.search.signals; measured in
+                                      # benchmarks/results/signals.md)
         "algorithm": "evolution",
-        "population": 12,
+        "population": 16,
         "parents": 4,
-        "mutations": 4,
-        "crossovers": 4,
-        "generations": 4,
-        "recalibration_images": 128,
+        "mutations": 6,
+        "crossovers": 6,
+        "generations": 8,
+        "recalibration_images": 128,  # supernet signal: BN recalibration and search-split images
         "eval_images": 100,
+        "halving": None,              # e.g. {candidates: 4, epochs: [0.5, 1.0], schedule_epochs: 10}: successive
+                                      # halving of the best candidates by the first epochs of stand-alone
+                                      # training (tdbnas.search.halving)
         "ray": False,                 # false: serial; "local" or an address: Ray
     },
     "retrain": {                      # tdbnas.detection.train.TrainConfig fields, plus init
-        "init": "supernet",           # supernet: fine-tune the extracted child; scratch: train from scratch
-        "epochs": 20.0,
-        "max_minutes": 4.0,
-        "schedule_minutes": 4.0,
+        "init": "scratch",            # scratch: the measured from-scratch recipe; supernet: fine-tune the child
+        "epochs": 40.0,               # an upper bound: the time budget below ends the cosine
+        "max_minutes": 12.0,
+        "schedule_minutes": 12.0,
         "batch_size": 16,
-        "lr": 0.1,
-        "warmup_epochs": 0.2,
+        "lr": 0.6,
+        "warmup_epochs": 0.5,
         "random_crop": False,
+        "zero_init_residual": True,
     },
     "export": {
         "precision": "int8",
@@ -93,7 +100,7 @@ DEFAULTS: dict[str, Any] = {
     "references": ["mobiledet-edgetpu", "mobiledet-cpu", "mobilenetv2"],  # drawn on the plots for comparison
 }
 
-BUILTIN = ("default", "full")
+BUILTIN = ("default", "full", "smoke")
 
 
 #: Sections passed on to a dataclass that checks its own keys (SynthConfig, SupernetTrainConfig,
@@ -157,6 +164,13 @@ def _validate(config: dict[str, Any]) -> None:
         raise ValueError(f"latency.budget_ms must be a positive number of ms or 'auto', got {budget!r}")
     if not 0 < float(config["latency"]["budget_quantile"]) <= 1:
         raise ValueError("latency.budget_quantile must be in (0, 1]")
+    check_signal(config["search"]["signal"])
+    halving = config["search"]["halving"]
+    known = {"candidates", "epochs", "eta", "schedule_epochs"}
+    if halving is not None and not (isinstance(halving, dict) and set(halving) <= known
+                                    and halving.get("candidates", 0) >= 1 and halving.get("epochs")):
+        raise ValueError(f"search.halving must be null or {{candidates: N, epochs: [E1, E2, ...], eta: 2}}, got "
+                         f"{halving!r}")
     if config["retrain"]["init"] not in ("supernet", "scratch"):
         raise ValueError(f"retrain.init must be 'supernet' or 'scratch', got {config['retrain']['init']!r}")
     if not isinstance(config["resolution"], int) or config["resolution"] < 32:

@@ -4,7 +4,8 @@ Imports only the TFLite interpreter (ai_edge_litert, else tflite_runtime), numpy
 never tdbnas, torch or TensorFlow: what a deployment has. Reads the model's own metadata-free
 contract (input quantization from the model, TFLite_Detection_PostProcess outputs), runs COCO
 val images through it and prints one JSON line: how many ground-truth objects were found by a
-detection of the same class with IoU >= 0.5 and score >= the threshold.
+detection of the same class with IoU >= 0.5 and score >= the threshold (with --samples N, also
+the detections of the first N images).
 
     python plain_check.py --model m.tflite --annotations instances_val.json --images images/val
 """
@@ -43,6 +44,8 @@ def main() -> int:
     parser.add_argument("--images", required=True)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--score", type=float, default=0.3)
+    parser.add_argument("--samples", type=int, default=0,
+                        help="also print the detections of the first N images (for the report's pictures)")
     args = parser.parse_args()
 
     interpreter = interpreter_class()(model_path=args.model, num_threads=1)
@@ -59,6 +62,7 @@ def main() -> int:
         if not annotation.get("iscrowd"):
             by_image.setdefault(annotation["image_id"], []).append(annotation)
     found = total = detections = 0
+    samples = []
     for record in data["images"][:args.count]:
         pixels = np.asarray(Image.open(f"{args.images}/{record['file_name']}").convert("RGB").resize(
             (width, height), Image.BILINEAR), dtype=np.float32)
@@ -74,6 +78,9 @@ def main() -> int:
         keep = scores[0, :n] >= args.score
         boxes, classes = boxes[0, :n][keep], classes[0, :n][keep].astype(int)
         detections += int(keep.sum())
+        if len(samples) < args.samples:
+            samples.append({"file_name": record["file_name"], "boxes_yxyx": boxes.round(4).tolist(),
+                            "labels": classes.tolist(), "scores": scores[0, :n][keep].round(3).tolist()})
         for annotation in by_image.get(record["id"], []):
             x0, y0, w, h = annotation["bbox"]
             truth = np.array([y0 / record["height"], x0 / record["width"], (y0 + h) / record["height"],
@@ -84,8 +91,8 @@ def main() -> int:
                 found += 1
     print(json.dumps({"images": min(args.count, len(data["images"])), "objects": total, "found": found,
                       "recall_at_iou_0.5": found / max(total, 1), "score_threshold": args.score,
-                      "detections": detections, "modules": sorted(m for m in ("tdbnas", "torch", "tensorflow")
-                                                                  if m in sys.modules)}))
+                      "detections": detections, "samples": samples,
+                      "modules": sorted(m for m in ("tdbnas", "torch", "tensorflow") if m in sys.modules)}))
     return 0
 
 

@@ -15,8 +15,14 @@ import io
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+#: Below this share of the budget, the report says the winner leaves latency unused, and why.
+LOW_BUDGET_USE = 0.6
 
 KIND_COLOURS = {"ir": "#4C72B0", "er": "#DD8452", "tk": "#55A868", "ds": "#8172B3", "conv": "#937860",
                 "sh": "#DA8BC3", "xc": "#8C8C8C"}
@@ -62,8 +68,8 @@ def diagram(arch, resolution: int) -> bytes:
 
 
 def search_plot(evaluations: list[dict], profile: str, budget: float, references: dict[str, float],
-                best: str) -> bytes:
-    """All evaluated candidates (predicted latency vs fitness), the front, the budget, references."""
+                best: str, signal: str = "supernet") -> bytes:
+    """All evaluated candidates (predicted latency vs their signal), the front, the budget, references."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +80,7 @@ def search_plot(evaluations: list[dict], profile: str, budget: float, references
     latency = [e["latency_ms"][profile] for e in evaluations]
     score = [e["score"] for e in evaluations]
     figure, axes = plt.subplots(figsize=(6.5, 4.2))
-    axes.scatter(latency, score, s=14, color="#9aa7b8", label="evaluated (supernet fitness)")
+    axes.scatter(latency, score, s=14, color="#9aa7b8", label=f"evaluated ({signal})")
     front = sorted(pareto_front(score, latency), key=lambda i: latency[i])
     axes.plot([latency[i] for i in front], [score[i] for i in front], "-o", color="#C44E52", markersize=4,
               label="Pareto front")
@@ -86,8 +92,58 @@ def search_plot(evaluations: list[dict], profile: str, budget: float, references
         axes.axvline(ms, color="#8172B3", linestyle=":", linewidth=1)
         axes.text(ms, axes.get_ylim()[1], f" {name}", rotation=90, va="top", fontsize=7, color="#8172B3")
     axes.set_xlabel(f"predicted latency on {profile} (ms)")
-    axes.set_ylabel("mAP on the search split (supernet, BN recalibrated)")
+    axes.set_ylabel(SIGNAL_AXES.get(signal, signal))
     axes.legend(fontsize=7, loc="lower right")
+    return _png(figure)
+
+
+SIGNAL_AXES = {"supernet": "mAP on the search split (supernet, BN recalibrated)",
+               "entropy": "MAE-DET entropy score at init", "zen": "Zen-score at init",
+               "naswot": "NASWOT score at init", "synflow": "SynFlow score at init (log)",
+               "gradnorm": "gradient norm at init (log)", "madds": "detector multiply-adds",
+               "params": "detector parameters"}
+
+
+def detections_figure(samples: list[dict], images: Path, labels: list[str]) -> bytes:
+    """Val images with the int8 model's detections (from the plain-interpreter check)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    figure, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.4))
+    for axis, sample in zip(np.atleast_1d(axes), samples):
+        picture = Image.open(images / sample["file_name"]).convert("RGB")
+        width, height = picture.size
+        axis.imshow(picture)
+        for (y0, x0, y1, x1), label, score in zip(sample["boxes_yxyx"], sample["labels"], sample["scores"]):
+            axis.add_patch(Rectangle((x0 * width, y0 * height), (x1 - x0) * width, (y1 - y0) * height, fill=False,
+                                     color="#00e676", linewidth=1.5))
+            name = labels[label] if 0 <= label < len(labels) else str(label)
+            axis.text(x0 * width, y0 * height - 1, f"{name} {score:.2f}", color="black", fontsize=6,
+                      backgroundcolor="#00e676")
+        axis.set_title(sample["file_name"], fontsize=7)
+        axis.axis("off")
+    figure.suptitle("int8 TFLite detections (plain interpreter, score >= 0.3)", fontsize=9)
+    return _png(figure)
+
+
+def minutes_figure(seconds: dict[str, float]) -> bytes:
+    """Where the run's minutes went, one bar per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(seconds)
+    figure, axes = plt.subplots(figsize=(6.5, 2.4))
+    axes.barh(stages[::-1], [seconds[s] / 60 for s in stages[::-1]], color="#4C72B0")
+    for index, stage in enumerate(stages[::-1]):
+        axes.text(seconds[stage] / 60, index, f" {seconds[stage] / 60:.1f}", va="center", fontsize=7)
+    axes.set_xlabel("minutes")
+    axes.set_title(f"where the {sum(seconds.values()) / 60:.1f} minutes went", fontsize=9)
     return _png(figure)
 
 
@@ -101,36 +157,81 @@ def _f(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else str(value)
 
 
+def _figures(makers: dict[str, Callable[[], bytes]], out: Path) -> tuple[dict[str, bytes], list[str]]:
+    """Render each figure; one that cannot be drawn (no matplotlib, an unreadable image) is
+    skipped with a note instead of failing the report at the end of a long run."""
+    images, notes = {}, []
+    for name, make in makers.items():
+        try:
+            images[name] = make()
+        except Exception as exc:  # noqa: BLE001 - a missing plot must never cost the run
+            notes.append(f"{name} not drawn ({type(exc).__name__}: {exc})")
+            continue
+        (out / name).write_bytes(images[name])
+    return images, notes
+
+
+def budget_note(run, evaluations: list[dict]) -> str | None:
+    """Why the winner leaves latency unused, when it uses less than LOW_BUDGET_USE of the budget."""
+    search, latency = run.results["search"], run.results["latency"]
+    profile, budget = latency["profile"], latency["budget_ms"]
+    used = search["predicted_ms"][profile] / budget
+    if used >= LOW_BUDGET_USE:
+        return None
+    winner = next((e for e in evaluations if e["arch"] == search["best_arch"]), None)
+    slower = [e for e in evaluations if winner and winner["latency_ms"][profile] < e["latency_ms"][profile] <= budget]
+    return (f"The winner uses {100 * used:.0f} % of the {budget:.2f} ms budget. Of the {len(evaluations)} candidates "
+            f"the search evaluated, {len(slower)} were slower but within the budget; the signal `{search['signal']}` "
+            "scored every one of them lower" + (" and successive halving's short training kept this one" if
+                                                search.get("halving") else "") +
+            ". A ranking signal that prefers small networks (see its measured agreement above) leaves latency unused; "
+            "a larger budget share is only worth it where the signal says larger is better.")
+
+
 def write_report(run) -> tuple[Path, Path]:
     from tdbnas.cli.arch import layer_rows
+    from tdbnas.detection.data import find_split
+    from tdbnas.search.signals import fidelity_sentence
     from tdbnas.spaces import resolve_arch
     from tdbnas.spaces.atomic import write_text_atomic
 
     r, out = run.results, run.directory("report")
     arch = resolve_arch(r["search"]["best_arch"])
     latency, measure, export = r["latency"], r["measure"], r["export"]
+    signal = r["search"].get("signal", "supernet")
     evaluations = [e.to_json() for e in _evaluations(run)]
-    images = {"diagram.png": diagram(arch, run.resolution),
-              "search.png": search_plot(evaluations, latency["profile"], latency["budget_ms"],
-                                        latency["references_ms"], r["search"]["best_arch"])}
-    for name, data in images.items():
-        (out / name).write_bytes(data)
+    plain = measure["plain_interpreter"]
+    seconds = {stage: float(r[stage]["seconds"]) for stage in r if isinstance(r[stage], dict) and "seconds" in r[stage]}
+    val_images = find_split(run.data_root, run.config["data"]["val_split"]).images
+    images, notes = _figures({
+        "diagram.png": lambda: diagram(arch, run.resolution),
+        "search.png": lambda: search_plot(evaluations, latency["profile"], latency["budget_ms"],
+                                          latency["references_ms"], r["search"]["best_arch"], signal),
+        "detections.png": lambda: detections_figure(plain["samples"], Path(val_images), r["data"]["labels"]),
+        "minutes.png": lambda: minutes_figure(seconds),
+    }, out)
     verify = export["verify"]
     measured = measure["latency"]
-    plain = measure["plain_interpreter"]
+    retrain = r["retrain"]
     summary = [
         ["space", f"`{run.config['space']}` at {run.resolution}x{run.resolution}"],
         ["latency profile", f"`{latency['profile']}` ({latency['kind']}, {latency['runtime_version']})"],
         ["budget", f"{latency['budget_ms']:.3f} ms ({latency['budget_rule']})" + (
             "" if latency["space_min_ms"] is None
             else f"; the space reaches {latency['space_min_ms']:.3f} ms at best")],
-        ["predicted latency", f"{r['search']['predicted_ms'][latency['profile']]:.3f} ms"],
+        ["predicted latency", f"{r['search']['predicted_ms'][latency['profile']]:.3f} ms "
+                              f"({100 * r['search']['predicted_ms'][latency['profile']] / latency['budget_ms']:.0f} % "
+                              "of the budget)"],
         ["measured latency", "-" if "skipped" in measured else
          f"{measured['measured_ms']:.3f} ms ({measured['statistic']}; with the post-processing op "
          f"{measured['measured_with_postprocess_ms']:.3f} ms) -> "
          f"{'within' if measured['within_budget'] else 'OVER'} the budget"],
-        ["supernet fitness (search split)", _f(r["search"]["fitness"])],
-        ["mAP@[.5:.95] float, torch (val)", _f(r["retrain"]["val_metrics"].get("mAP"))],
+        ["accuracy signal", f"`{signal}` over {r['search']['evaluations']} candidates" + (
+            f", measured Kendall tau {r['search']['fidelity']['kendall']:.2f} vs stand-alone training"
+            if r["search"].get("fidelity") else ", agreement with stand-alone training not measured")],
+        ["final training", f"{retrain['init']}, {retrain.get('epochs', '-')} epochs in "
+                           f"{retrain['train_seconds'] / 60:.1f} min"],
+        ["mAP@[.5:.95] float, torch (val)", _f(retrain["val_metrics"].get("mAP"))],
         [f"mAP float vs int8 on {verify['images']} val images", f"{_f(verify['torch']['mAP'])} vs "
                                                                  f"{_f(verify['tflite']['mAP'])} "
                                                                  f"({100 * verify['mAP_difference']:+.2f} AP)"],
@@ -140,18 +241,28 @@ def write_report(run) -> tuple[Path, Path]:
         ["ops not int8 (outside post-processing)", ", ".join(export["non_int8_outside_postprocess"]) or "none"],
         ["Edge TPU (documented op table)", export["edgetpu"]["summary"]],
         ["model", f"`{export['tflite']}` ({export['bytes'] / 1e6:.2f} MB)"],
+        ["wall time", f"{sum(seconds.values()) / 60:.1f} min"],
     ]
     rows = [[row[0], row[2], row[4], row[5], row[7], row[8], row[9], row[10], row[11]]
             for row in layer_rows(arch, (run.resolution, run.resolution), 1.0)]
     command = " ".join(shlex.quote(a) for a in ["tdbnas", *sys.argv[1:]]) if sys.argv[1:] else "tdbnas run"
+    note = budget_note(run, evaluations)
+    halving = r["search"].get("halving")
+    search_text = (f"{r['search']['evaluations']} candidates evaluated. {fidelity_sentence(signal)} Reference "
+                   "architectures are drawn at their predicted latency on the same profile: "
+                   + ", ".join(f"{k} {v:.2f} ms" for k, v in latency["references_ms"].items()) + ".")
+    if halving:
+        search_text += "\n\nSuccessive halving by short stand-alone training (mAP on the search split): " + "; ".join(
+            f"{rung['epochs']:g} epochs: " + ", ".join(f"{v:.3f}" for v in sorted(rung["scores"].values(),
+                                                                                  reverse=True))
+            for rung in halving) + "."
+    if note:
+        search_text += f"\n\n**Budget.** {note}"
     sections = [
         ("Summary", _table(["", ""], summary)),
         ("Searched architecture", f"`{arch.encode()}`\n\n![diagram](diagram.png)\n\n" +
          _table(["#", "layer", "k", "s", "in>out", "inner", "res", "out", "endpoint"], rows)),
-        ("Search", f"{r['search']['evaluations']} candidates evaluated on the supernet (BN recalibrated per "
-                   f"path). Reference architectures are drawn at their predicted latency on the same profile: "
-                   + ", ".join(f"{k} {v:.2f} ms" for k, v in latency["references_ms"].items()) +
-                   ".\n\n![search](search.png)"),
+        ("Search", search_text + "\n\n![search](search.png)"),
         ("Latency", _table(["quantity", "ms"], [[f"space, {q} quantile of 2000 random members", _f(v, 3)]
                                                 for q, v in latency["space_latency_quantiles_ms"].items()]
                            + ([["predicted (searched)", _f(measured.get("predicted_ms"), 3)],
@@ -159,15 +270,41 @@ def write_report(run) -> tuple[Path, Path]:
                               if "skipped" not in measured else [["measured", measured["skipped"]]]))),
         ("Accuracy", _table(["metric", "torch float", "TFLite int8"],
                             [[k, _f(verify["torch"][k]), _f(verify["tflite"][k])]
-                             for k in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium")])),
+                             for k in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium")])
+         + "\n\n![detections](detections.png)"),
+        ("Where the minutes went", _table(["stage", "minutes"], [[k, _f(v / 60, 1)] for k, v in seconds.items()])
+         + "\n\n![minutes](minutes.png)"),
         ("Reproduce", f"```\n{command}\n```\n\nResolved settings: `{run.out / 'config.yaml'}`. Rerunning the "
                       "same command skips every finished stage. Stage records: `<out>/<stage>/stage.json`."),
     ]
+    if notes:
+        sections.append(("Notes", "\n".join(f"- {n}" for n in notes)))
     markdown = f"# tdbnas run: {run.out}\n\n" + "\n\n".join(f"## {t}\n\n{b}" for t, b in sections) + "\n"
-    md_path = write_text_atomic(out / "report.md", markdown)
+    markdown = "\n".join(line for line in markdown.splitlines()
+                         if not (line.startswith("![") and line.split("](")[1].rstrip(")") not in images))
+    md_path = write_text_atomic(out / "report.md", markdown + "\n")
     html_path = write_text_atomic(out / "report.html", _html(markdown, images))
     write_text_atomic(out / "results.json", json.dumps(r, indent=2, default=str))
     return md_path, html_path
+
+
+def headline(run) -> list[str]:
+    """The numbers `tdbnas run` prints at the end."""
+    r = run.results
+    latency, measured = r["latency"], r["measure"]["latency"]
+    verify = r["export"]["verify"]
+    lines = [f"searched: {r['search']['best_arch']}",
+             f"mAP@[.5:.95] (val): float {_f(r['retrain']['val_metrics'].get('mAP'))}, int8 "
+             f"{_f(verify['tflite']['mAP'])} on {verify['images']} images (float {_f(verify['torch']['mAP'])})"]
+    if "skipped" in measured:
+        lines.append(f"latency: predicted {r['search']['predicted_ms'][latency['profile']]:.2f} ms on "
+                     f"{latency['profile']} (budget {latency['budget_ms']:.2f} ms; {measured['skipped']})")
+    else:
+        verdict = "within" if measured["within_budget"] else "OVER"
+        lines.append(f"latency: measured {measured['measured_ms']:.2f} ms, predicted "
+                     f"{measured['predicted_ms']:.2f} ms, budget {latency['budget_ms']:.2f} ms ({verdict})")
+    lines.append(f"model: {r['export']['tflite']}")
+    return lines
 
 
 def _evaluations(run):

@@ -25,6 +25,8 @@ import numpy as np
 from tdbnas.spaces.atomic import write_json_atomic
 
 STAGES = ("data", "latency", "supernet", "search", "retrain", "export", "measure", "report")
+#: Val images the report shows with the int8 model's detections.
+REPORT_IMAGES = 4
 
 
 @dataclass
@@ -69,6 +71,21 @@ class Run:
         return head_settings(TrainConfig(head=self.config["head"]), self.results["data"]["num_classes"])
 
 
+class StageFailed(RuntimeError):
+    """A stage raised: says which, why, and that rerunning the same command continues there."""
+
+    def __init__(self, run: Run, stage: str, cause: BaseException):
+        finished = [s for s in STAGES if run.done(s) is not None]
+        hint = ""
+        if isinstance(cause, ImportError):
+            package = getattr(cause, "name", None) or "the missing package"
+            hint = f" (install {package}, e.g. pip install -e '.[export]')"
+        kept = f"; finished stages are kept and reused ({', '.join(finished)})" if finished else ""
+        super().__init__(f"stage {stage} failed: {type(cause).__name__}: {cause}{hint}. Fix the cause and rerun the "
+                         f"same command to continue at stage {stage}{kept}")
+        self.stage, self.cause = stage, cause
+
+
 def run_stage(run: Run, stage: str) -> dict[str, Any]:
     previous = run.done(stage)
     if previous is not None:
@@ -77,10 +94,14 @@ def run_stage(run: Run, stage: str) -> dict[str, Any]:
         return previous
     run.log(f"[{stage}] ...")
     started = time.perf_counter()
-    summary = STAGE_FUNCTIONS[stage](run)
+    try:
+        summary = STAGE_FUNCTIONS[stage](run)
+    except Exception as exc:  # noqa: BLE001 - every failure gets the same way back
+        raise StageFailed(run, stage, exc) from exc
     record = run.finish(stage, summary, time.perf_counter() - started)
     run.results[stage] = record
-    run.log(f"[{stage}] finished in {record['seconds']:.0f} s")
+    run.log(f"[{stage}] skipped: {record['skipped']}" if "skipped" in record
+            else f"[{stage}] finished in {record['seconds']:.0f} s")
     return record
 
 
@@ -171,9 +192,18 @@ def stage_latency(run: Run) -> dict[str, Any]:
 
 
 # ---- 3. supernet ---------------------------------------------------------------------------------------
+def supernet_needed(run: Run) -> bool:
+    from tdbnas.search.signals import needs_supernet
+
+    return needs_supernet(run.config["search"]["signal"]) or run.config["retrain"]["init"] == "supernet"
+
+
 def stage_supernet(run: Run) -> dict[str, Any]:
     from tdbnas.search.supernet_train import SupernetTrainConfig, SupernetTrainer
 
+    if not supernet_needed(run):
+        return {"skipped": f"search.signal {run.config['search']['signal']!r} needs no supernet and retrain.init is "
+                           f"{run.config['retrain']['init']!r}"}
     settings = {"space": run.config["space"], "data": run.data_root, "resolution": run.resolution,
                 "seed": run.config["seed"], "head": run.config["head"], **run.config["supernet"]}
     config = SupernetTrainConfig.from_dict(settings)
@@ -183,34 +213,75 @@ def stage_supernet(run: Run) -> dict[str, Any]:
 
 
 # ---- 4. search -----------------------------------------------------------------------------------------
+def signal_factory(run: Run):
+    """The picklable factory of the run's accuracy signal (`tdbnas.search.signals`)."""
+    from tdbnas.search.recalibration import RecalibrationSettings
+    from tdbnas.search.signals import SignalFactory, head_items, needs_supernet
+
+    settings = run.config["search"]
+    signal = settings["signal"]
+    options: tuple = ()
+    if needs_supernet(signal):
+        options = (("recalibration", RecalibrationSettings(images=int(settings["recalibration_images"]))),
+                   ("max_eval_images", settings["eval_images"]))
+    return SignalFactory(signal, (run.resolution, run.resolution), head_items(run.head()), data=run.data_root,
+                         supernet=str(run.out / "supernet") if needs_supernet(signal) else None,
+                         seed=run.config["seed"], options=options)
+
+
 def stage_search(run: Run) -> dict[str, Any]:
     from tdbnas.search import Budget, Constraints, SearchSettings, run_search
-    from tdbnas.search.fitness import SupernetEvaluator
-    from tdbnas.search.parallel import SupernetFactory, make_evaluator
-    from tdbnas.search.recalibration import RecalibrationSettings
+    from tdbnas.search.parallel import make_evaluator
+    from tdbnas.search.signals import measured_fidelity
 
     settings = dict(run.config["search"])
-    recalibration = RecalibrationSettings(images=int(settings.pop("recalibration_images")))
-    eval_images = settings.pop("eval_images")
-    ray = settings.pop("ray")
-    search_settings = SearchSettings.from_dict({"seed": run.config["seed"], **settings})
+    signal = settings.pop("signal")
+    for key in ("recalibration_images", "eval_images", "halving", "ray"):
+        settings.pop(key)
+    search_settings = SearchSettings.from_dict({"seed": run.config["seed"], "metric": "score", **settings})
     budget = run.results["latency"]["budget_ms"]
+    factory = signal_factory(run)
+    factory.check()
+    ray = run.config["search"]["ray"]
     with _table(run) as table:
         constraints = Constraints([Budget(predictor(run, table), budget)], resolution=run.resolution,
                                   head=run.head())
-        checkpoint = run.out / "supernet"
-        if ray:
-            options = (("recalibration", recalibration), ("max_eval_images", eval_images))
-            fitness = make_evaluator(SupernetFactory(str(checkpoint), None, None, None, options),
-                                     ray="local" if ray is True else ray)
-        else:
-            fitness = SupernetEvaluator(checkpoint, recalibration=recalibration, max_eval_images=eval_images)
-        result = run_search(run.space(), fitness, constraints, search_settings, run.directory("search"),
-                            log=lambda message: run.log(f"[search] {message}"),
-                            details={"recalibration_images": recalibration.images, "eval_images": eval_images})
-    best = result.best
-    return {"best_arch": best.arch, "fitness": best.fitness.get("mAP"), "predicted_ms": best.latency_ms,
-            "evaluations": len(result.evaluations), "budget_ms": budget}
+        evaluator = make_evaluator(factory, ray=("local" if ray is True else ray) or None)
+        try:
+            result = run_search(run.space(), evaluator, constraints, search_settings, run.directory("search"),
+                                log=lambda message: run.log(f"[search] {message}"), details={"signal": signal})
+        finally:
+            evaluator.close()
+    ranked = sorted(result.evaluations, key=lambda e: (-e.score, e.generation, e.position))
+    summary: dict[str, Any] = {"signal": signal, "fidelity": measured_fidelity(signal),
+                               "best_by_signal": ranked[0].arch, "score": ranked[0].score,
+                               "evaluations": len(result.evaluations), "budget_ms": budget}
+    best = ranked[0]
+    halving = run.config["search"]["halving"]
+    if halving:
+        winner, rungs = _halving(run, [e.arch for e in ranked[: int(halving["candidates"])]], halving)
+        best = next(e for e in ranked if e.arch == winner)
+        summary["halving"] = rungs
+    predicted = best.latency_ms[run.results["latency"]["profile"]]
+    summary.update(best_arch=best.arch, predicted_ms=best.latency_ms, fitness=best.score,
+                   budget_use=predicted / budget)
+    return summary
+
+
+def _halving(run: Run, candidates: list[str], settings: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Successive halving of the best candidates by short stand-alone training (the retrain
+    recipe, truncated), scored on the search split."""
+    from tdbnas.search.halving import TruncatedTraining, successive_halving
+
+    recipe = {k: v for k, v in run.config["retrain"].items()
+              if k not in ("init", "epochs", "max_minutes", "schedule_minutes")}
+    training = TruncatedTraining(run.directory("search") / "halving", data=run.data_root, resolution=run.resolution,
+                                 schedule_epochs=float(settings.get("schedule_epochs", 10.0)), seed=run.config["seed"],
+                                 train_settings={**recipe, "head": run.config["head"]})
+    rungs = successive_halving(candidates, training, settings["epochs"], eta=int(settings.get("eta", 2)))
+    run.log(f"[search] successive halving over {len(candidates)} candidates: "
+            + "; ".join(f"{r.budget:g} epochs: {len(r.scores)} trained" for r in rungs))
+    return rungs[-1].ranked(candidates)[0], [{"epochs": r.budget, "scores": r.scores} for r in rungs]
 
 
 # ---- 5. retrain ----------------------------------------------------------------------------------------
@@ -231,8 +302,9 @@ def stage_retrain(run: Run) -> dict[str, Any]:
         run.log("[retrain] starting from the supernet's weights of the searched architecture")
     summary = Trainer(config, run.directory("retrain"), model=model).run()
     metrics = summary.get("eval", {}).get("metrics", {})
-    return {"arch": arch, "init": init, "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-            "weights": str(run.out / "retrain" / "model.pt"), "val_metrics": metrics}
+    return {"arch": arch, "init": init, "steps": summary["steps"], "epochs": round(summary["epochs"], 2),
+            "train_seconds": summary["train_seconds"], "weights": str(run.out / "retrain" / "model.pt"),
+            "val_metrics": metrics}
 
 
 # ---- 6. export -----------------------------------------------------------------------------------------
@@ -292,7 +364,8 @@ def plain_interpreter_check(run: Run, images: int = 100) -> dict[str, Any]:
     files = find_split(run.data_root, run.config["data"]["val_split"])
     script = Path(__file__).with_name("plain_check.py")
     command = [sys.executable, str(script), "--model", run.results["export"]["tflite"], "--annotations",
-               str(files.annotations), "--images", str(files.images), "--count", str(images)]
+               str(files.annotations), "--images", str(files.images), "--count", str(images),
+               "--samples", str(REPORT_IMAGES)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"the plain-interpreter check failed:\n{result.stderr[-2000:]}")

@@ -60,7 +60,12 @@ def test_tiny_run_end_to_end_then_rerun_skips_everything(tmp_path, capsys, monke
     assert results["export"]["non_int8_outside_postprocess"] == []
     report = (run / "report" / "report.md").read_text()
     assert results["search"]["best_arch"] in report and "## Accuracy" in report
-    assert (run / "report" / "report.html").read_text().count("data:image/png;base64,") == 2
+    page = (run / "report" / "report.html").read_text()
+    # diagram, candidates, int8 detections on val images, minutes per stage; none skipped
+    assert page.count("data:image/png;base64,") == 4 and "## Notes" not in report
+    signal = DEFAULTS["search"]["signal"]
+    assert results["search"]["signal"] == signal and f"ranked by `{signal}`" in report  # the report names it
+    assert results["supernet"]["skipped"] and not (run / "supernet" / "model.pt").exists()
     assert main(["run", "--config", str(config)]) == 0
     assert capsys.readouterr().out.count("done before") == 8
 
@@ -73,3 +78,34 @@ def test_a_run_directory_refuses_other_settings(tmp_path):
     other = resolve(None, {**TINY, "out": str(tmp_path / "run"), "resolution": 96})
     with pytest.raises(ValueError, match="other settings"):
         run_pipeline(other, until="data", log=lambda message: None)
+
+
+@pytest.mark.slow
+def test_a_crashed_run_continues_at_the_failed_stage(tmp_path, capsys, monkeypatch):
+    """A stage that dies (here: a package missing at import, as matplotlib once was) leaves
+    every finished stage in place; after the fix the same command continues at that stage."""
+    from tdbnas.pipeline import stages
+
+    monkeypatch.setenv("TDBNAS_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "out": str(tmp_path / "run")}))
+    real_search = stages.STAGE_FUNCTIONS["search"]
+
+    def missing_package(run):
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "search", missing_package)
+    assert main(["run", "--config", str(config), "--until", "search"]) == 2
+    error = capsys.readouterr().err
+    assert "stage search failed" in error and "install matplotlib" in error and "rerun the same command" in error
+    assert "Traceback" not in error
+    finished = {p.parent.name for p in (tmp_path / "run").glob("*/stage.json")}
+    assert finished == {"data", "latency", "supernet"}
+    stamps = {stage: (tmp_path / "run" / stage / "stage.json").stat().st_mtime_ns for stage in finished}
+
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "search", real_search)  # the fix
+    assert main(["run", "--config", str(config), "--until", "search"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"[{stage}] done before" in out for stage in finished) and "[search] finished" in out
+    assert {stage: (tmp_path / "run" / stage / "stage.json").stat().st_mtime_ns for stage in finished} == stamps
+    assert (tmp_path / "run" / "search" / "stage.json").is_file()
