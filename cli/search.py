@@ -1,10 +1,11 @@
-"""`tdbnas search`: latency-constrained search of a space with a supernet as the fitness.
+"""`tdbnas search`: latency-constrained search of a space, ranked by an accuracy signal.
 
 The command is a thin front over `tdbnas.search.run_search`. The fitness comes from
-`fitness_factory(args)`, which builds `tdbnas.search.fitness.SupernetEvaluator` from
-`--supernet` and `--data` in each worker; Python callers (and tests) that want another fitness
-call `run_search` directly, or replace `tdbnas.cli.search.fitness_factory` (monkeypatch) with a
-function returning a picklable zero-argument factory.
+`fitness_factory(args)`: the `--signal` (`tdbnas.search.signals`; a supernet's mAP after BN
+recalibration, a zero-shot score at initialisation, or MAdds/params), built in each worker;
+Python callers (and tests) that want another fitness call `run_search` directly, or replace
+`tdbnas.cli.search.fitness_factory` (monkeypatch) with a function returning a picklable
+zero-argument factory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tdbnas.cli.common import positive_float, positive_int, resolution
 from tdbnas.search.settings import ALGORITHMS
+from tdbnas.search.signals import DEFAULT_SIGNAL, SIGNALS
 
 if TYPE_CHECKING:
     from tdbnas.search.settings import SearchSettings
@@ -32,8 +34,13 @@ Defaults are the DetNAS evolution: population 50, top-10 parents, 20 mutations (
 gene), 20 crossovers, 10 random, 20 generations. Outputs in --out: search.sqlite (every
 evaluation), best_arch.txt, result.json, search.png, config.json.
 
+The accuracy signal (--signal) ranks the candidates. How far each ranking agrees with
+stand-alone training was measured on the built-in setting (benchmarks/results/signals.md) and
+is stated in result.json; the zero-shot signals need no supernet (seconds per candidate).
+
 examples:
-  tdbnas search --space tdb --profile edgetpu --budget-ms 7 --supernet runs/sn --data data/coco
+  tdbnas search --space tdb-lite --resolution 160 --profile cpu --budget-ms 2.6 --data data/synth
+  tdbnas search --space tdb --profile edgetpu --budget-ms 7 --signal supernet --supernet runs/sn --data data/coco
   tdbnas search --space tdb --profile edgetpu --budget-ms 7 --profile cpu --budget-ms 30 \\
       --supernet CKPT --data DIR --out runs/search-tdb --ray
   tdbnas search --space tdb --profile dsp --budget-ms 12 --algorithm pareto --supernet CKPT --data DIR
@@ -50,7 +57,7 @@ SETTING_FLAGS = (
     ("--crossovers", "crossovers", int, "crossovers per generation (default 20)"),
     ("--mutation-prob", "mutation_prob", float, "per-gene mutation probability (default 0.1)"),
     ("--seed", "seed", int, "search seed (default 0)"),
-    ("--metric", "metric", str, "fitness key to maximise (default mAP)"),
+    ("--metric", "metric", str, "fitness key to maximise (default score: the signal's value)"),
     ("--pareto-profile", "pareto_profile", str, "latency axis of --algorithm pareto (default: the first profile)"),
 )
 
@@ -64,7 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="latency profile, e.g. edgetpu, dsp, cpu (repeatable)")
     parser.add_argument("--budget-ms", action="append", default=[], type=positive_float, metavar="MS",
                         help="latency budget of the --profile at the same position (repeatable)")
-    parser.add_argument("--supernet", metavar="CKPT", help="trained supernet checkpoint (the fitness)")
+    parser.add_argument("--signal", choices=SIGNALS, default=None,
+                        help=f"accuracy signal that ranks candidates (default: supernet with --supernet, else "
+                             f"{DEFAULT_SIGNAL})")
+    parser.add_argument("--supernet", metavar="CKPT", help="trained supernet checkpoint (the supernet signal)")
     parser.add_argument("--data", metavar="DIR",
                         help="dataset for BN recalibration and the search split (default: the supernet run's)")
     parser.add_argument("--device", default="cpu", help="device of the supernet evaluator: cpu, cuda, auto")
@@ -92,18 +102,35 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def fitness_factory(args: argparse.Namespace) -> Any:
     """The picklable zero-argument factory of the fitness (see the module docstring)."""
-    from tdbnas.search.parallel import SupernetFactory
+    from tdbnas.search.signals import SignalFactory, head_items
+    from tdbnas.spaces import SSDLiteHead
 
-    if not args.supernet:
-        raise ValueError("a fitness is needed: pass --supernet CKPT (a run of `tdbnas supernet train`); from Python, "
-                         "tdbnas.search.run_search(space, fitness, constraints, settings, out) takes any function "
-                         "arch -> {'mAP': ...}")
-    if not Path(args.supernet).exists():
-        raise FileNotFoundError(f"supernet checkpoint {args.supernet} does not exist")
-    factory = SupernetFactory(str(args.supernet), args.data, args.space, tuple(args.resolution),
-                              (("device", args.device),))
+    if args.signal == "supernet":
+        if not args.supernet:
+            raise ValueError("--signal supernet needs --supernet CKPT (a run of `tdbnas supernet train`); the "
+                             "zero-shot signals need none (e.g. --signal entropy)")
+        if not Path(args.supernet).exists():
+            raise FileNotFoundError(f"supernet checkpoint {args.supernet} does not exist")
+    elif args.data and not Path(args.data).exists():
+        raise FileNotFoundError(f"dataset {args.data} does not exist")
+    head = args.head or SSDLiteHead(num_classes=args.num_classes)
+    factory = SignalFactory(args.signal, tuple(args.resolution), head_items(head), data=args.data,
+                            supernet=args.supernet, seed=args.seed or 0, options=(("device", args.device),)
+                            if args.signal == "supernet" else ())
     factory.check()
     return factory
+
+
+def dataset_classes(data: str | None) -> int | None:
+    """Class count of a COCO-format dataset's train split, if readable."""
+    import json
+
+    if not data:
+        return None
+    annotations = Path(data) / "annotations" / "instances_train.json"
+    if not annotations.is_file():
+        return None
+    return len(json.loads(annotations.read_text()).get("categories", [])) or None
 
 
 def supernet_defaults(checkpoint: str) -> dict:
@@ -115,7 +142,7 @@ def supernet_defaults(checkpoint: str) -> dict:
     if not config_path.is_file():
         return {}
     config = json.loads(config_path.read_text())
-    found = {k: config[k] for k in ("space", "resolution") if k in config}
+    found = {k: config[k] for k in ("space", "resolution", "head") if k in config}
     annotations = Path(config.get("data", "")) / "annotations" / f"instances_{config.get('train_split', 'train')}.json"
     if annotations.is_file():
         found["num_classes"] = len(json.loads(annotations.read_text()).get("categories", [])) or None
@@ -143,13 +170,21 @@ def run(args: argparse.Namespace) -> int:
     if len(args.profile) != len(args.budget_ms):
         raise ValueError(f"{len(args.profile)} --profile but {len(args.budget_ms)} --budget-ms: give one budget per "
                          "profile, in the same order")
+    args.signal = args.signal or ("supernet" if args.supernet else DEFAULT_SIGNAL)
+    if args.metric is None:
+        args.metric = "score"  # every signal reports its value as "score" (the supernet's is its mAP)
     settings = settings_from_args(args)
     recorded = supernet_defaults(args.supernet) if args.supernet else {}
     args.space = args.space or recorded.get("space") or "tdb"
     args.resolution = args.resolution or as_hw(recorded.get("resolution", 320))
-    args.num_classes = args.num_classes or recorded.get("num_classes") or 90
+    args.num_classes = args.num_classes or recorded.get("num_classes") or dataset_classes(args.data) or 90
     space = load_space(args.space)
     head = SSDLiteHead(num_classes=args.num_classes)
+    if recorded.get("head"):  # the head the supernet was trained with
+        from tdbnas.detection.train import TrainConfig, head_settings
+
+        head = head_settings(TrainConfig(head=recorded["head"]), args.num_classes)
+    args.head = head
     factory = fitness_factory(args)
     out = Path(args.out or f"runs/search-{space.name}-{settings.algorithm}-s{settings.seed}")
     say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
@@ -172,12 +207,18 @@ def run(args: argparse.Namespace) -> int:
             ray = None
         evaluator = make_evaluator(factory, ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
         try:
-            details = {"command": {k: v for k, v in vars(args).items() if k != "handler"}, "table": str(lut.path)}
+            from tdbnas.search.signals import measured_fidelity
+
+            details = {"command": {k: v for k, v in vars(args).items() if k not in ("handler", "head")},
+                       "table": str(lut.path), "signal": args.signal, "fidelity": measured_fidelity(args.signal)}
             result = run_search(space, evaluator, constraints, settings, out, log=say, details=details)
         finally:
             evaluator.close()
+    from tdbnas.search.signals import fidelity_sentence
+
     best = result.best
     latency = ", ".join(f"{p} {best.latency_ms[p]:.2f} ms" for p in constraints.profiles)
+    print(fidelity_sentence(args.signal))
     print(f"best {settings.metric} {best.score:.4f} ({latency}; {best.madds / 1e9:.3f} GMAdds, "
           f"{best.params / 1e6:.2f} M params) after {len(result.evaluations)} evaluations")
     print(best.arch)

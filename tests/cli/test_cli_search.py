@@ -25,7 +25,8 @@ def run(capsys, *argv):
 
 @pytest.fixture
 def synthetic(monkeypatch):
-    monkeypatch.setattr(search_cli, "fitness_factory", lambda args: SyntheticFitness(get_space(args.space), 0).factory)
+    monkeypatch.setattr(search_cli, "fitness_factory",
+                        lambda args: SyntheticFitness(get_space(args.space), 0, metric="score").factory)
 
 
 def test_search_writes_the_run_and_resumes(tmp_path, capsys, synthetic):
@@ -33,7 +34,7 @@ def test_search_writes_the_run_and_resumes(tmp_path, capsys, synthetic):
             "--budget-ms", "20", "--table", tmp_path / "lut.sqlite", "--out", tmp_path / "run", *SMALL, "--seed", "4"]
     code, out, err = run(capsys, *argv)
     assert code == 0, err
-    assert re.search(r"best mAP 0\.\d{4} \(edgetpu \d\.\d\d ms, dsp \d+\.\d\d ms; .* after 16 evaluations", out)
+    assert re.search(r"best score 0\.\d{4} \(edgetpu \d\.\d\d ms, dsp \d+\.\d\d ms; .* after 16 evaluations", out)
     assert "generation 2/2" in err
     best = (tmp_path / "run" / "best_arch.txt").read_text().strip()
     assert best in out and get_space("tdb").contains(ArchSpec.parse(best))
@@ -71,10 +72,14 @@ def test_argument_errors(tmp_path, capsys, synthetic):
     assert code == 2 and "exceed the population" in err
 
 
-def test_the_supernet_fitness_is_required_and_checked(tmp_path, capsys, monkeypatch):
+def test_the_supernet_signal_needs_a_checked_supernet(tmp_path, capsys, monkeypatch):
     base = ["search", "--profile", "edgetpu", "--budget-ms", "7", "--table", tmp_path / "lut.sqlite"]
-    code, _, err = run(capsys, *base)
-    assert code == 2 and "a fitness is needed: pass --supernet CKPT" in err
+    code, _, err = run(capsys, *base, "--signal", "supernet")
+    assert code == 2 and "--signal supernet needs --supernet CKPT" in err
+    code, _, err = run(capsys, *base, "--signal", "naswot")
+    assert code == 2 and "the naswot signal scores real images: give the dataset (--data DIR)" in err
+    code, _, err = run(capsys, *base, "--signal", "naswot", "--data", tmp_path / "nowhere")
+    assert code == 2 and "does not exist" in err
     code, _, err = run(capsys, *base, "--supernet", tmp_path / "missing.pt")
     assert code == 2 and "does not exist" in err
     checkpoint = tmp_path / "supernet.pt"
