@@ -139,3 +139,23 @@ def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
 def test_bad_settings_are_refused(tiny, tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
         SupernetTrainer(_config(tiny, **changes), tmp_path / "run")
+
+
+@pytest.mark.parametrize("sampling", ["fair", "sandwich"])
+def test_multi_path_sampling_trains_its_paths_in_one_update(tiny, tmp_path, monkeypatch, sampling):
+    from tdbnas.search.sampling import paths_per_step, step_paths
+
+    trainer = SupernetTrainer(_config(tiny, epochs=1, sampling=sampling), tmp_path / sampling)
+    activated, updates = [], []
+    original_set, original_apply = Supernet.set_active, SupernetTrainer.apply_gradients
+    monkeypatch.setattr(Supernet, "set_active", lambda net, arch: (activated.append(arch), original_set(net, arch))[1])
+    monkeypatch.setattr(SupernetTrainer, "apply_gradients", lambda self: (updates.append(self.step),
+                                                                          original_apply(self))[1])
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    summary = trainer.run()
+    assert len(updates) == trainer.step == 3  # one update per step, however many paths
+    expected = [path for step in range(3) for path in step_paths(trainer.space, sampling, step, 0, resolution=64,
+                                                                 head=trainer.model.head_spec)]
+    assert activated == expected and len(expected) == 3 * paths_per_step(trainer.space, sampling)
+    assert summary["steps"] == 3
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in trainer.model.named_parameters())
