@@ -11,6 +11,7 @@ zero-argument factory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="input size (default: the supernet's training resolution, else 320)")
     parser.add_argument("--num-classes", type=positive_int, default=None, metavar="N",
                         help="classes of the latency head (default: the supernet's dataset, else 90)")
+    parser.add_argument("--head", dest="head_settings", metavar="YAML|FILE",
+                        help="SSDLite head settings as a YAML/JSON mapping or file, e.g. "
+                             "'{from_features: [C3, C4, C5], extra_depths: [512, 256, 256]}' (default: the "
+                             "supernet's, else the MobileDets layout)")
     parser.add_argument("--width-multiplier", type=positive_float, default=1.0, metavar="M")
     parser.add_argument("--max-madds", type=positive_float, metavar="N", help="detector multiply-adds limit")
     parser.add_argument("--max-params", type=positive_float, metavar="N", help="detector parameter limit")
@@ -119,6 +124,43 @@ def fitness_factory(args: argparse.Namespace) -> Any:
                             if args.signal == "supernet" else ())
     factory.check()
     return factory
+
+
+def search_head(args: argparse.Namespace, recorded: dict):
+    """The head the signal scores and the latency predictor times: the supernet's (it was
+    trained with it), else --head, else the MobileDets layout."""
+    from tdbnas.detection.train import TrainConfig, head_settings
+    from tdbnas.spaces import SSDLiteHead
+
+    if args.head_settings and recorded.get("head"):
+        raise ValueError("--head does not apply with --supernet: the search uses the head the supernet was "
+                         "trained with")
+    settings = recorded.get("head") or (read_mapping(args.head_settings, "--head") if args.head_settings else None)
+    if not settings:
+        return SSDLiteHead(num_classes=args.num_classes)
+    return head_settings(TrainConfig(head=settings), args.num_classes)
+
+
+def read_mapping(text: str, what: str) -> dict:
+    """A YAML/JSON mapping given as a file path or inline (safe loader)."""
+    import yaml
+
+    from tdbnas.cli.train import load_settings
+
+    try:
+        is_file = Path(text).is_file()
+    except OSError:  # e.g. an inline mapping longer than a file name may be
+        is_file = False
+    if is_file:
+        return load_settings(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} is neither a file nor a YAML/JSON mapping: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a mapping such as '{{from_features: [C3, C4, C5]}}' or a file holding one, "
+                         f"got {text!r}")
+    return value
 
 
 def dataset_classes(data: str | None) -> int | None:
@@ -163,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     from tdbnas.latency import profiles
     from tdbnas.search import Budget, Constraints, run_search
     from tdbnas.search.parallel import make_evaluator, ray_available
-    from tdbnas.spaces import SSDLiteHead, as_hw
+    from tdbnas.spaces import as_hw
 
     if not args.profile:
         raise ValueError("give at least one --profile NAME --budget-ms MS (e.g. --profile edgetpu --budget-ms 7)")
@@ -179,12 +221,8 @@ def run(args: argparse.Namespace) -> int:
     args.resolution = args.resolution or as_hw(recorded.get("resolution", 320))
     args.num_classes = args.num_classes or recorded.get("num_classes") or dataset_classes(args.data) or 90
     space = load_space(args.space)
-    head = SSDLiteHead(num_classes=args.num_classes)
-    if recorded.get("head"):  # the head the supernet was trained with
-        from tdbnas.detection.train import TrainConfig, head_settings
-
-        head = head_settings(TrainConfig(head=recorded["head"]), args.num_classes)
-    args.head = head
+    args.head = search_head(args, recorded)
+    head = args.head
     factory = fitness_factory(args)
     out = Path(args.out or f"runs/search-{space.name}-{settings.algorithm}-s{settings.seed}")
     say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
@@ -211,7 +249,10 @@ def run(args: argparse.Namespace) -> int:
 
             details = {"command": {k: v for k, v in vars(args).items() if k not in ("handler", "head")},
                        "table": str(lut.path), "signal": args.signal, "fidelity": measured_fidelity(args.signal)}
-            result = run_search(space, evaluator, constraints, settings, out, log=say, details=details)
+            identity = {"signal": args.signal, "supernet": str(args.supernet) if args.supernet else None,
+                        "data": str(args.data) if args.data else None, "head": dataclasses.asdict(head)}
+            result = run_search(space, evaluator, constraints, settings, out, log=say, details=details,
+                                fitness_identity=identity)
         finally:
             evaluator.close()
     from tdbnas.search.signals import fidelity_sentence

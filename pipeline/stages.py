@@ -249,7 +249,8 @@ def stage_search(run: Run) -> dict[str, Any]:
         evaluator = make_evaluator(factory, ray=("local" if ray is True else ray) or None)
         try:
             result = run_search(run.space(), evaluator, constraints, search_settings, run.directory("search"),
-                                log=lambda message: run.log(f"[search] {message}"), details={"signal": signal})
+                                log=lambda message: run.log(f"[search] {message}"), details={"signal": signal},
+                                fitness_identity={"signal": signal})
         finally:
             evaluator.close()
     ranked = sorted(result.evaluations, key=lambda e: (-e.score, e.generation, e.position))

@@ -213,7 +213,7 @@ def _as_evaluator(fitness: Any) -> tuple[Evaluator, bool]:
 def run_search(space: SearchSpace, fitness: Any, constraints: Constraints,
                settings: SearchSettings | None = None, out: str | Path | None = None, *,
                log: Callable[[str], None] | None = None, details: Mapping[str, Any] | None = None,
-               plot: bool = True) -> SearchResult:
+               fitness_identity: Mapping[str, Any] | None = None, plot: bool = True) -> SearchResult:
     """Search `space` for the member with the highest `fitness(arch)[settings.metric]` within
     `constraints`; resume the run in `out` if there is one.
 
@@ -221,6 +221,8 @@ def run_search(space: SearchSpace, fitness: Any, constraints: Constraints,
     `Evaluator` from `tdbnas.search.parallel` (serial or Ray). With `out`, the run database,
     `config.json`, `result.json`, `best_arch.txt` and (unless `plot=False`) the plot are
     written there; without it the run lives in memory. `details` are stored in config.json.
+    `fitness_identity` says what the fitness is (e.g. the accuracy signal and its supernet): it
+    joins the run's signature, so a run directory never resumes with another fitness's scores.
     Raises `BudgetUnreachableError` before evaluating anything when a budget is below the
     smallest value the space can reach.
     """
@@ -236,6 +238,8 @@ def run_search(space: SearchSpace, fitness: Any, constraints: Constraints,
               "evaluator": evaluator.describe(), **dict(details or {})}
     signature = {"format": 1, "space": config["space"], "settings": settings.replay_signature(),
                  "constraints": config["constraints"]}
+    if fitness_identity:
+        signature["fitness"] = dict(fitness_identity)
     db = RunDB(":memory:" if run_dir is None else run_dir / DB_NAME)
     try:
         resumed = db.begin_run(signature, {"settings": settings.to_dict(), "status": "running"})

@@ -12,7 +12,7 @@ from tdbnas.cli.main import main
 from tdbnas.latency.predictor import LatencyPredictor
 from tdbnas.latency.table import LatencyTable
 from tdbnas.search import SyntheticFitness, min_latency
-from tdbnas.spaces import ArchSpec, get_space
+from tdbnas.spaces import ArchSpec, SSDLiteHead, detector_cost, get_space
 
 SMALL = ["--generations", "2", "--population", "8", "--parents", "2", "--mutations", "3", "--crossovers", "3"]
 
@@ -94,3 +94,23 @@ def test_help_has_examples(capsys):
         main(["search", "--help"])
     out = capsys.readouterr().out
     assert info.value.code == 0 and "examples:" in out and "--budget-ms" in out and "--ray" in out
+
+
+def test_a_cost_signal_search_with_a_head_names_its_signal_and_keeps_its_run(tmp_path, capsys):
+    """No supernet: `--signal madds` ranks by detector MAdds with the given head; the output and
+    result files say which signal ranked, and the run directory refuses another signal."""
+    argv = ["search", "--space", "tdb-lite", "--resolution", "160", "--num-classes", "6", "--profile", "edgetpu",
+            "--budget-ms", "20", "--table", tmp_path / "lut.sqlite", "--out", tmp_path / "run", *SMALL,
+            "--signal", "madds", "--head", "{from_features: [C3, C4, C5], extra_depths: [512, 256, 256]}"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "Candidates were ranked by `madds`" in out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["signal"] == "madds" and config["command"]["head_settings"].startswith("{from_features")
+    best = ArchSpec.parse((tmp_path / "run" / "best_arch.txt").read_text().strip())
+    head = SSDLiteHead(num_classes=6, from_features=("C3", "C4", "C5"), extra_depths=(512, 256, 256))
+    assert f"best score {detector_cost(best, 160, 6, head=head).total.madds:.4f}" in out  # the C3 head's MAdds
+    code, _, err = run(capsys, *[a if a != "madds" else "params" for a in argv])
+    assert code == 2 and "holds a different search" in err and "fitness" in err
+    code, _, err = run(capsys, *argv[:-1], "[C3]")
+    assert code == 2 and "--head must be a mapping" in err
