@@ -33,19 +33,23 @@ def write_outputs(run_dir: str | Path, result: SearchResult, constraints: Constr
     record.update(space=space_name, constraints=constraints.describe(),
                   files={"db": "search.sqlite", "plot": PLOT_NAME, "best_arch": "best_arch.txt",
                          "config": "config.json"})
-    if config is not None and "evaluator" in config:
-        record["evaluator"] = config["evaluator"]
+    for key in ("evaluator", "signal", "fidelity"):  # what evaluated, what ranked, how far to trust it
+        if config is not None and key in config:
+            record[key] = config[key]
     write_text_atomic(paths["best_arch"], result.best.arch + "\n")
     write_json_atomic(paths["result"], record)
     if plot and constraints.profiles:
+        signal = (config or {}).get("signal")
         plot_search(result, constraints, paths["plot"], title=f"{space_name}: {result.settings.algorithm}, "
-                                                                f"{len(result.evaluations)} evaluations")
+                                                                f"{len(result.evaluations)} evaluations",
+                    ylabel=f"{result.settings.metric} ({signal})" if signal else None)
     else:
         paths.pop("plot")
     return paths
 
 
-def plot_search(result: SearchResult, constraints: Constraints, path: str | Path, *, title: str = "") -> Path:
+def plot_search(result: SearchResult, constraints: Constraints, path: str | Path, *, title: str = "",
+                ylabel: str | None = None) -> Path:
     """Latency vs fitness of every evaluation, one panel per profile: points coloured by
     generation, the Pareto front on that profile, the budget as a vertical line, the best
     (highest fitness within every constraint) as a star."""
@@ -73,7 +77,7 @@ def plot_search(result: SearchResult, constraints: Constraints, path: str | Path
         ax.scatter([result.best.latency_ms[profile]], [result.best.score], marker="*", s=140, color="tab:red",
                    edgecolors="black", linewidths=0.5, zorder=5, label="best")
         ax.set_xlabel(f"predicted latency on {profile} ({budget.predictor.kind}), ms")
-        ax.set_ylabel(result.settings.metric)
+        ax.set_ylabel(ylabel or result.settings.metric)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     figure.subplots_adjust(left=0.1 / len(profiles) + 0.03, right=0.9, bottom=0.13, top=0.88, wspace=0.28)

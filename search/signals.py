@@ -32,8 +32,16 @@ ZERO_SHOT = ("entropy", "zen", "naswot", "synflow", "gradnorm")
 COST_SIGNALS = ("madds", "params")
 SIGNALS = ("supernet", *ZERO_SHOT, *COST_SIGNALS)
 NEEDS_DATA = {"supernet", "naswot", "gradnorm"}
-#: The default of `tdbnas search` and `tdbnas run` (see benchmarks/results/signals.md).
-DEFAULT_SIGNAL = "entropy"
+
+
+def shipped_fidelity() -> dict[str, Any]:
+    """`fidelity.json`: what `benchmarks/signals.py report` measured and chose."""
+    return json.loads(resources.files("tdbnas.search").joinpath("fidelity.json").read_text())
+
+
+#: The default of `tdbnas search` and `tdbnas run`: the signal `benchmarks/signals.py` measured
+#: best among those a default run can afford (`fidelity.json`), else the MAdds baseline.
+DEFAULT_SIGNAL: str = shipped_fidelity().get("default", "madds")
 
 
 def needs_supernet(signal: str) -> bool:
@@ -49,8 +57,7 @@ def check_signal(signal: str) -> str:
 def measured_fidelity(signal: str) -> dict[str, Any] | None:
     """The signal's measured rank correlation with stand-alone training (built-in setting), or
     None when it was not measured."""
-    text = resources.files("tdbnas.search").joinpath("fidelity.json").read_text()
-    return json.loads(text)["signals"].get(signal)
+    return shipped_fidelity()["signals"].get(signal)
 
 
 def fidelity_sentence(signal: str) -> str:
@@ -58,7 +65,8 @@ def fidelity_sentence(signal: str) -> str:
     found = measured_fidelity(signal)
     if found is None:
         return f"Candidates were ranked by `{signal}`, whose agreement with stand-alone training was not measured."
-    return (f"Candidates were ranked by `{signal}`: measured against stand-alone training of "
+    variant = f" ({found['row']})" if found.get("row", signal) not in (signal, f"zero-shot {signal}") else ""
+    return (f"Candidates were ranked by `{signal}`{variant}: measured against stand-alone training of "
             f"{found['archs']} architectures on {found['setting']}, Kendall tau {found['kendall']:.2f} "
             f"(Spearman {found['spearman']:.2f}; seed noise floor {found['noise_floor']:.3f} mAP; "
             f"`benchmarks/results/signals.md`). On other data or spaces the agreement is unmeasured.")

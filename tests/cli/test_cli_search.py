@@ -107,6 +107,7 @@ def test_a_cost_signal_search_with_a_head_names_its_signal_and_keeps_its_run(tmp
     assert "Candidates were ranked by `madds`" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["signal"] == "madds" and config["command"]["head_settings"].startswith("{from_features")
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["signal"] == "madds"
     best = ArchSpec.parse((tmp_path / "run" / "best_arch.txt").read_text().strip())
     head = SSDLiteHead(num_classes=6, from_features=("C3", "C4", "C5"), extra_depths=(512, 256, 256))
     assert f"best score {detector_cost(best, 160, 6, head=head).total.madds:.4f}" in out  # the C3 head's MAdds
