@@ -6,6 +6,7 @@ import argparse
 import json
 
 from tdbnas.cli.common import billions, millions, positive_float, positive_int, resolution, table
+from tdbnas.spaces.describe import LAYER_HEADERS, layer_rows
 
 SHOW_EPILOG = """\
 ARCH is a registered name (see `tdbnas arch list`), an architecture string, or a .json file
@@ -49,50 +50,6 @@ def _cost_options(parser: argparse.ArgumentParser) -> None:
                         help="scale every width, TF rounding to multiples of 8 (default 1.0)")
 
 
-def _inner(config) -> str:
-    from tdbnas.spaces.channels import round_channels
-    from tdbnas.spaces.layers import IBN, DepthwiseSeparable, FusedIBN, ShuffleBlock, Tucker, XceptionBlock
-
-    layer, cin = config.layer, config.in_channels
-    if isinstance(layer, (IBN, FusedIBN, DepthwiseSeparable)):
-        hidden = layer.hidden(cin)
-        text = f"dw{hidden}" if isinstance(layer, DepthwiseSeparable) else str(hidden)
-        return text + (f"; SE{round_channels(hidden, layer.se)}" if layer.se else "")
-    if isinstance(layer, Tucker):
-        return "{}>{}".format(*layer.ranks(cin))
-    if isinstance(layer, (ShuffleBlock, XceptionBlock)):
-        return f"mid {layer.mid()}"
-    return "-"
-
-
-def _options(layer) -> str:
-    parts = []
-    if hasattr(layer, "expansion"):
-        parts.append(f"e{layer.expansion}")
-    if hasattr(layer, "in_ratio"):
-        parts.append(f"({layer.in_ratio:g},{layer.out_ratio:g})")
-    if getattr(layer, "se", 0):
-        parts.append(f"se{layer.se:g}")
-    act = getattr(layer, "act", None)
-    if act and act != layer.default_act:
-        parts.append(act)
-    return " ".join(parts) or "-"
-
-
-def layer_rows(arch, hw, width_multiplier: float) -> list[list[object]]:
-    from tdbnas.spaces.costs import layer_cost
-
-    endpoint_at = {info.layer_index: info.name for info in arch.features(width_multiplier)}
-    rows = []
-    for index, (config, (b, _, layer)) in enumerate(zip(arch.trace(hw, width_multiplier), arch.layers())):
-        cost = layer_cost(config)
-        rows.append([index, b, config.layer.token(), layer.title, getattr(layer, "kernel", "-"), config.stride,
-                     _options(layer), f"{config.in_channels}>{config.out_channels}", _inner(config),
-                     "yes" if config.residual else "", "{}x{}".format(*config.out_hw), endpoint_at.get(index, ""),
-                     f"{cost.madds / 1e6:.1f}", f"{cost.params / 1e3:.1f}"])
-    return rows
-
-
 def run_show(args: argparse.Namespace) -> int:
     from tdbnas.spaces import ARCHS, SSDLiteHead, detector_cost, resolve_arch
 
@@ -120,9 +77,7 @@ def run_show(args: argparse.Namespace) -> int:
     print(title)
     print(f"arch: {arch.encode()}")
     print(f"input {hw[0]}x{hw[1]}, width multiplier {m:g}, {args.num_classes} classes\n")
-    headers = ["#", "blk", "token", "kind", "k", "s", "options", "in>out", "inner", "res", "out", "ep",
-               "MAdds(M)", "params(K)"]
-    print(table(headers, layer_rows(arch, hw, m), right=("#", "blk", "MAdds(M)", "params(K)")))
+    print(table(list(LAYER_HEADERS), layer_rows(arch, hw, m), right=("#", "blk", "MAdds(M)", "params(K)")))
     print()
     print("feature maps: " + ", ".join(f"{f.name} {f.hw[0]}x{f.hw[1]}x{f.channels}" for f in maps)
           + f"; {anchors} anchors")

@@ -77,10 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def open_table(path: str | None):
-    from tdbnas.latency.profiles import default_table
-    from tdbnas.latency.table import LatencyTable
+    from tdbnas.latency.profiles import open_table
 
-    return LatencyTable(path) if path else default_table()
+    return open_table(path)
 
 
 def _runner_options(args: argparse.Namespace) -> dict:

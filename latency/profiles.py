@@ -61,6 +61,11 @@ def default_table() -> LatencyTable:
     return LatencyTable(default_table_path())
 
 
+def open_table(path: str | os.PathLike[str] | None = None) -> LatencyTable:
+    """The table at `path`, else the default one in the cache."""
+    return LatencyTable(path) if path else default_table()
+
+
 def profile_spec(name: str) -> ProfileSpec | None:
     return PROFILES.get(name)
 

@@ -189,11 +189,11 @@ def budget_note(run, evaluations: list[dict]) -> str | None:
 
 
 def write_report(run) -> tuple[Path, Path]:
-    from tdbnas.cli.arch import layer_rows
     from tdbnas.detection.data import find_split
     from tdbnas.search.signals import fidelity_sentence
     from tdbnas.spaces import resolve_arch
     from tdbnas.spaces.atomic import write_text_atomic
+    from tdbnas.spaces.describe import layer_rows
 
     r, out = run.results, run.directory("report")
     arch = resolve_arch(r["search"]["best_arch"])

@@ -60,9 +60,9 @@ class Run:
         return self.results["data"]["root"]
 
     def space(self):
-        from tdbnas.cli.spaces import load_space
+        from tdbnas.spaces.pyramid_space import resolve_space
 
-        return load_space(self.config["space"])
+        return resolve_space(self.config["space"])
 
     def head(self):
         """The head every stage builds, predicts and exports (one `head` section of the settings)."""
@@ -134,7 +134,7 @@ def _profile_name(run: Run) -> str:
 
 
 def _table(run: Run):
-    from tdbnas.cli.profile import open_table
+    from tdbnas.latency.profiles import open_table
 
     return open_table(run.config["device"]["table"])
 
