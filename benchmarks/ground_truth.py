@@ -111,6 +111,7 @@ def select(args) -> list[dict]:
     from tdbnas.search import min_latency
     from tdbnas.spaces import resolve_arch
 
+    restore()
     if PLAN.is_file():
         return json.loads(PLAN.read_text())["archs"]
     space, predictor = acc.space(), acc.cpu_predictor()
@@ -163,6 +164,27 @@ def select(args) -> list[dict]:
     write_atomic(PLAN, json.dumps(plan, indent=1) + "\n")
     print(f"selected {len(rows)} architectures, {sum(len(r['seeds']) for r in rows)} trainings -> {PLAN}")
     return rows
+
+
+def restore() -> None:
+    """Rebuild a lost cache (a new machine, a new clone) from the committed results: the plan
+    and every finished run, so `train` continues where the committed table stopped instead of
+    selecting anew from a freshly (and differently) profiled latency table."""
+    committed = RESULTS / "ground_truth.json"
+    if PLAN.is_file() or not committed.is_file():
+        return
+    record = json.loads(committed.read_text())
+    if "plan" not in record:
+        return
+    write_atomic(PLAN, json.dumps(record["plan"], indent=1) + "\n")
+    runs = {(row["arch"], int(seed)): result for row in record["archs"] for seed, result in row["runs"].items()}
+    restored = 0
+    for job in jobs(record["plan"]["archs"]):
+        result = runs.get((job.arch, job.seed))
+        if result is not None and job.result() is None:
+            write_atomic(job.result_path, json.dumps(result, indent=1) + "\n")
+            restored += 1
+    print(f"restored the plan and {restored} finished runs from {committed}")
 
 
 def jobs(rows: list[dict]) -> list[acc.TrainingJob]:
@@ -258,9 +280,7 @@ def report(args) -> dict:
                 continue
             done += 1
             train_seconds += result["train_seconds"]
-            per_seed[str(job.seed)] = {k: result[k] for k in ("mAP", "mAP_50", "mAP_small", "mAP_medium")
-                                       if k in result}
-            per_seed[str(job.seed)]["curve"] = result["evaluations"]
+            per_seed[str(job.seed)] = result  # whole, so `restore` can rebuild the cache from the commit
             minutes.append(result["train_seconds"] / 60)
         entry = {**row, "measured_ms": measured.get(row["arch"]), "runs": per_seed,
                  "train_minutes": [round(m, 2) for m in minutes]}
@@ -271,7 +291,7 @@ def report(args) -> dict:
         table.append(entry)
     noise = [e for e in table if e["mAP_seed_std"] is not None and len(e["runs"]) == len(NOISE_SEEDS)]
     pooled = float(np.sqrt(np.mean([e["mAP_seed_std"] ** 2 for e in noise]))) if noise else None
-    record = {"space": acc.SPACE, "resolution": acc.RESOLUTION, "epochs": EPOCHS, "recipe": acc.RECIPE,
+    record = {"plan": plan, "space": acc.SPACE, "resolution": acc.RESOLUTION, "epochs": EPOCHS, "recipe": acc.RECIPE,
               "data": "built-in synthetic dataset (2,000 train / 500 val, 6 classes)",
               "distribution": plan["distribution"], "budgets_ms": acc.budgets(),
               "runs_done": done, "runs_total": total, "cpu_hours": train_seconds / 3600,

@@ -76,6 +76,32 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+# ---- the committed raw values rebuild a lost cache -----------------------------------------------
+def raw_values() -> dict:
+    """Every cached per-architecture value (committed in signals.json, so a new clone resumes)."""
+    return {"zeroshot": load(OUT / "zeroshot.json"),
+            "supernets": {v: load(supernet_dir(v) / "fitness.json") for v in VARIANTS
+                          if (supernet_dir(v) / "fitness.json").is_file()},
+            "short": {f"{job.seed}:{job.arch}": job.result() for job in short_jobs() if job.result()}}
+
+
+def restore() -> None:
+    committed = ground_truth.RESULTS / "signals.json"
+    raw = json.loads(committed.read_text()).get("raw") if committed.is_file() else None
+    if not raw:
+        return
+    targets = [(OUT / "zeroshot.json", raw["zeroshot"])]
+    targets += [(supernet_dir(v) / "fitness.json", values) for v, values in raw["supernets"].items()]
+    targets += [(job.result_path, raw["short"][f"{job.seed}:{job.arch}"]) for job in short_jobs()
+                if f"{job.seed}:{job.arch}" in raw["short"]]
+    restored = [path for path, values in targets if values and not path.is_file()]
+    for path, values in targets:
+        if path in restored:
+            write_atomic(path, json.dumps(values, indent=1) + "\n")
+    if restored:
+        print(f"restored {len(restored)} cached files from {committed}")
+
+
 # ---- zero-shot ------------------------------------------------------------------------------------
 def run_zeroshot(args) -> None:
     import torch
@@ -119,9 +145,12 @@ def run_supernet(args) -> None:
 
     torch.set_num_threads(args.threads)
     for variant in args.variants or list(VARIANTS):
-        checkpoint = train_supernet(variant, args.threads)
-        path = checkpoint / "fitness.json"
+        path = supernet_dir(variant) / "fitness.json"
         cache = load(path)
+        wanted = [f"{mode}:{row['arch']}" for row in plan() for mode in ("recal", "plain")]
+        if "_training" in cache and all(key in cache for key in wanted):
+            continue  # scored before (possibly restored from the committed results): nothing to train
+        checkpoint = train_supernet(variant, args.threads)
         evaluator = SupernetEvaluator(checkpoint, recalibration=RecalibrationSettings(images=RECALIBRATION_IMAGES))
         for row in plan():
             for recalibrate in (True, False):
@@ -282,6 +311,7 @@ def run_report(args) -> dict:
                                "epochs": truth_record["epochs"]}, "budgets_ms": budgets, "signals": scored,
               "best_baseline_kendall": baseline_tau}
     record["shipped"] = write_fidelity(record)
+    record["raw"] = raw_values()
     markdown = render(record)
     write_results("signals", record, markdown)
     print(markdown)
@@ -421,6 +451,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     started = time.perf_counter()
+    ground_truth.restore()
+    restore()
     {"zeroshot": run_zeroshot, "supernet": run_supernet, "short": run_short, "report": run_report,
      "search": run_search_check}[args.phase](args)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
