@@ -49,6 +49,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ground_truth  # noqa: E402
 
@@ -248,46 +250,70 @@ def score(values: dict[str, float], rows: list[dict], budgets: dict[float, float
     return result
 
 
-def predictor_scores(rows: list[dict], signals: dict, budgets: dict[float, float]) -> dict[str, dict]:
-    """Ridge on standardised features (log MAdds, log params, zero-shot scores), fitted on k
-    random ground-truth points and scored on the rest; medians over repeated draws."""
-    import numpy as np
+def predictor_features(rows: list[dict], signals: dict) -> dict[str, tuple[list[dict], np.ndarray]]:
+    """Feature sets of the learned predictor -> (the rows that have them, features)."""
+    from tdbnas.spaces import resolve_arch
 
-    features = ["madds", "params"] + [name for name in signals if name.startswith("zero-shot")]
-    known = [r for r in rows if r["truth"] is not None and all(r["arch"] in signals[f]["values"] for f in features)]
-    if len(known) < max(PREDICTOR_K) + 4:
-        return {}
-    x = np.array([[math.log(signals[f]["values"][r["arch"]]) if f in ("madds", "params")
-                   else signals[f]["values"][r["arch"]] for f in features] for r in known])
-    y = np.array([r["truth"] for r in known])
+    def cost_columns(r):
+        return [math.log(r["madds"]), math.log(r["params"])]
+
+    sets = {}
+    zero_shot = [name for name in signals if name.startswith("zero-shot")]
+    known = [r for r in rows if r["truth"] is not None and all(r["arch"] in signals[f]["values"] for f in zero_shot)]
+    sets["costs + zero-shot"] = (known, np.array([cost_columns(r) + [signals[f]["values"][r["arch"]]
+                                                                     for f in zero_shot] for r in known]))
+    space = acc.space()
+    known = [r for r in rows if r["truth"] is not None]
+    genomes = np.array([space.encode(resolve_arch(r["arch"])) for r in known])
+    one_hot = np.concatenate([genomes[:, [j]] == np.arange(len(slot))[None] for j, slot in enumerate(space.slots)
+                              if len(slot) > 1], axis=1).astype(float)
+    sets["genome one-hot + costs"] = (known, np.c_[one_hot, [cost_columns(r) for r in known]])
+    return sets
+
+
+def ridge_loo(x: np.ndarray, y: np.ndarray, train, test) -> np.ndarray:
+    """Ridge on standardised features with lambda chosen by leave-one-out inside `train`;
+    predictions for `test` (never fitted on them)."""
+    k = len(train)
+    mean, std = x[train].mean(0), x[train].std(0) + 1e-9
+    a = np.c_[(x[train] - mean) / std, np.ones(k)]
+    target = y[train]
+
+    def solve(rows, lam):
+        penalty = lam * np.eye(a.shape[1])
+        penalty[-1, -1] = 0.0  # the intercept is not shrunk
+        return np.linalg.lstsq(a[rows].T @ a[rows] + penalty, a[rows].T @ target[rows], rcond=None)[0]
+
+    def loo_error(lam):
+        return np.mean([(a[i] @ solve(np.arange(k) != i, lam) - target[i]) ** 2 for i in range(k)])
+
+    lam = min((0.1, 1.0, 10.0, 100.0), key=loo_error)
+    return np.c_[(x[test] - mean) / std, np.ones(len(test))] @ solve(np.ones(k, bool), lam)
+
+
+def predictor_scores(rows: list[dict], signals: dict, budgets: dict[float, float]) -> dict[str, dict]:
+    """A ridge accuracy predictor per feature set, fitted on k random ground-truth points and
+    scored on the rest (regrets over the held-out feasible members only); medians over draws."""
     out = {}
-    for k in PREDICTOR_K:
-        rng = np.random.default_rng(k)
-        draws = []
-        for _ in range(PREDICTOR_REPEATS):
-            train = rng.choice(len(known), size=k, replace=False)
-            test = np.setdiff1d(np.arange(len(known)), train)
-            mean, std = x[train].mean(0), x[train].std(0) + 1e-9
-            a = np.c_[(x[train] - mean) / std, np.ones(k)]
-            # Ridge with lambda chosen by leave-one-out inside the k training points.
-            best = None
-            for lam in (0.1, 1.0, 10.0, 100.0):
-                errors = []
-                for i in range(k):
-                    keep = np.arange(k) != i
-                    w = np.linalg.solve(a[keep].T @ a[keep] + lam * np.eye(a.shape[1]), a[keep].T @ y[train][keep])
-                    errors.append((a[i] @ w - y[train][i]) ** 2)
-                if best is None or np.mean(errors) < best[0]:
-                    best = (np.mean(errors), lam)
-            w = np.linalg.solve(a.T @ a + best[1] * np.eye(a.shape[1]), a.T @ y[train])
-            predicted = np.c_[(x[test] - mean) / std, np.ones(len(test))] @ w
-            held_out = [known[i] for i in test]
-            draws.append(score({r["arch"]: float(p) for r, p in zip(held_out, predicted)}, held_out, budgets))
-        keys = [key for key in draws[0] if key != "n"]
-        out[f"predictor k={k}"] = {"kind": "predictor", "seconds": 0.0, "n": len(known) - k,
-                                   "note": f"ridge on {', '.join(features)}; median of {PREDICTOR_REPEATS} draws of "
-                                           f"{k} training points, scored on the other {len(known) - k}",
-                                   **{key: float(np.median([d[key] for d in draws if key in d])) for key in keys}}
+    for name, (known, x) in predictor_features(rows, signals).items():
+        if len(known) < max(PREDICTOR_K) + 4:
+            continue
+        y = np.array([r["truth"] for r in known])
+        for k in PREDICTOR_K:
+            rng = np.random.default_rng(k)
+            draws = []
+            for _ in range(PREDICTOR_REPEATS):
+                train = rng.choice(len(known), size=k, replace=False)
+                test = np.setdiff1d(np.arange(len(known)), train)
+                predicted = ridge_loo(x, y, train, test)
+                held_out = [known[i] for i in test]
+                draws.append(score({r["arch"]: float(p) for r, p in zip(held_out, predicted)}, held_out, budgets))
+            keys = [key for key in draws[0] if key != "n"]
+            out[f"predictor k={k} ({name})"] = {
+                "kind": "predictor", "seconds": 0.0, "n": len(known) - k,
+                "note": f"ridge on {name}, lambda by leave-one-out; median of {PREDICTOR_REPEATS} draws of {k} "
+                        f"training points, scored on the other {len(known) - k}",
+                **{key: float(np.median([d[key] for d in draws if key in d])) for key in keys}}
     return out
 
 
@@ -310,7 +336,11 @@ def run_report(args) -> dict:
     record = {"ground_truth": {"runs_done": truth_record["runs_done"], "archs": len(rows), "noise_floor": noise,
                                "epochs": truth_record["epochs"]}, "budgets_ms": budgets, "signals": scored,
               "best_baseline_kendall": baseline_tau}
-    record["shipped"] = write_fidelity(record)
+    if truth_record["runs_done"] == truth_record["runs_total"]:
+        record["shipped"] = write_fidelity(record)
+    else:  # a partial table must not change what every search quotes, nor the default signal
+        print(f"ground truth incomplete ({truth_record['runs_done']} of {truth_record['runs_total']} runs): "
+              f"{FIDELITY} left unchanged")
     record["raw"] = raw_values()
     markdown = render(record)
     write_results("signals", record, markdown)
@@ -393,8 +423,6 @@ def run_search_check(args) -> dict:
     """`tdbnas search` at each budget with the default signal; its pick's ground-truth mAP (trained
     stand-alone with the table's recipe if new) against the median feasible architecture's."""
     import subprocess
-
-    import numpy as np
 
     from tdbnas.search.signals import DEFAULT_SIGNAL
 
