@@ -39,7 +39,8 @@ def space_file(tmp_path):
 def test_fit_on_a_modelled_profile_writes_a_model_and_reports_held_out_error(capsys, tmp_path, space_file):
     out_path = tmp_path / "models" / "tpu.json"
     code, out, err = run(capsys, "latency", "fit", "--space", space_file, "--profile", "edgetpu", "--samples", 60,
-                         "--holdout", 0.25, "--out", out_path, "--table", tmp_path / "lut.sqlite")
+                         "--holdout", 0.25, "--features", "onehot", "--out", out_path, "--table",
+                         tmp_path / "lut.sqlite")
     assert code == 0, err
     assert "MODELLED, not measured" in out and "45 architectures fitted, 15 held out" in out
     assert f"{FEATURES} features (no cross terms)" in out and "held-out error: median |error|" in out
@@ -51,8 +52,8 @@ def test_fit_on_a_modelled_profile_writes_a_model_and_reports_held_out_error(cap
 
 def test_fit_json_summary_with_cross_terms(capsys, tmp_path, space_file):
     code, out, _ = run(capsys, "latency", "fit", "--space", space_file, "--profile", "dsp", "--samples", 80,
-                       "--cross-terms", "--ridge", 0.01, "--out", tmp_path / "dsp.json", "--table",
-                       tmp_path / "lut.sqlite", "--json")
+                       "--features", "onehot", "--cross-terms", "--ridge", 0.01, "--out", tmp_path / "dsp.json",
+                       "--table", tmp_path / "lut.sqlite", "--json")
     summary = json.loads(out)
     assert code == 0 and summary["kind"] == "modelled" and summary["cross_terms"] is True
     assert summary["features"] > FEATURES and summary["holdout_error"]["n"] == 16
@@ -105,14 +106,18 @@ def test_fit_on_a_local_measured_profile_times_detectors_and_keeps_them(capsys, 
 
 @pytest.mark.parametrize("argv, message", [
     (["--profile", "pixel9"], "unknown profile 'pixel9' (built-in or in"),
-    (["--profile", "edgetpu", "--samples", 10], "need at least 15 samples, or a ridge penalty"),
-    (["--profile", "edgetpu", "--space", "nope"], "'nope' is neither a registered space"),
+    (["--profile", "edgetpu", "--samples", 10], "cross-validation needs 10: need at least 12 samples"),
+    (["--profile", "edgetpu", "--samples", 10, "--features", "onehot", "--ridge", 0],
+     "need at least 15 samples, or a ridge penalty"),
+    (["--profile", "edgetpu", "--space", "nope"], "'nope' is neither a built-in categorical space"),
+    (["--profile", "edgetpu", "--space", "fbnet"], "space 'fbnet' is categorical: no profile can time its members"),
+    (["--profile", "edgetpu", "--cross-terms", ""], "--cross-terms belongs to --features onehot"),
 ])
 def test_bad_inputs_give_one_error_line(capsys, tmp_path, space_file, argv, message):
     base = {"--space": space_file, "--out": tmp_path / "m.json", "--table": tmp_path / "lut.sqlite"}
     for flag, value in zip(argv[::2], argv[1::2]):
         base[flag] = value
-    code, out, err = run(capsys, "latency", "fit", *[x for kv in base.items() for x in kv])
+    code, out, err = run(capsys, "latency", "fit", *[x for kv in base.items() for x in kv if x != ""])
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.json").exists()
 
