@@ -215,6 +215,8 @@ def add_fit(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--resolution", type=resolution, default=(320, 320), metavar="N|HxW",
                      help="input size of the detectors the latencies are of (architecture-language spaces)")
     fit.add_argument("--num-classes", type=positive_int, default=90, metavar="N")
+    fit.add_argument("--head", metavar="FILE",
+                     help="SSDLite head settings (YAML/JSON: SSDLiteHead fields, or a run config's `head` section)")
     fit.add_argument("--width-multiplier", type=positive_float, default=1.0, metavar="M")
     fit.add_argument("--threads", type=positive_int, default=1, metavar="N", help="for timing on this CPU")
     fit.add_argument("--no-progress", action="store_true")
@@ -416,10 +418,11 @@ def run_fit(args: argparse.Namespace) -> int:
     import warnings
 
     from tdbnas.latency import cost_model
+    from tdbnas.latency.features import head_to_json
     from tdbnas.spaces import SSDLiteHead, resolve_genome_space
 
     space = resolve_genome_space(args.space)
-    head = SSDLiteHead(num_classes=args.num_classes)
+    head = _head(args.head, args.num_classes) if args.head else SSDLiteHead(num_classes=args.num_classes)
     if args.cross_terms and args.features != "onehot":
         raise ValueError("--cross-terms belongs to --features onehot")
     base = cost_model.CostModel.load(args.base, space) if args.base else None
@@ -429,7 +432,7 @@ def run_fit(args: argparse.Namespace) -> int:
     config = {"space": space.name, "features": args.features, "cross_terms": args.cross_terms,
               "ridge": "cv" if args.ridge is None else args.ridge, "seed": args.seed,
               "resolution": list(args.resolution), "num_classes": args.num_classes,
-              "width_multiplier": args.width_multiplier, "base": args.base,
+              "width_multiplier": args.width_multiplier, "head": head_to_json(head), "base": args.base,
               "base_mode": args.base_mode if args.base else None}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", cost_model.CostModelWarning)
@@ -450,6 +453,20 @@ def run_fit(args: argparse.Namespace) -> int:
         print(f"warning: {note}")
     print(f"wrote {path}")
     return 0
+
+
+def _head(path: str, num_classes: int):
+    """An SSDLite head from a settings file: its fields, or a config with a `head` section."""
+    from tdbnas.spaces.head import head_from_settings
+    from tdbnas.spaces.space import read_description
+
+    settings = read_description(path)
+    if isinstance(settings, dict) and isinstance(settings.get("head"), dict):
+        settings = settings["head"]
+    try:
+        return head_from_settings(settings, num_classes)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _fit_from_file(args: argparse.Namespace, space, options: dict, config: dict) -> dict:

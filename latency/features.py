@@ -32,6 +32,7 @@ from tdbnas.spaces import (
     ArchSpec,
     CategoricalSpace,
     GenomeSpace,
+    LayerConfig,
     SearchSpace,
     SSDLiteHead,
     as_hw,
@@ -79,11 +80,27 @@ def ops_vector(ops: Sequence[Primitive]) -> np.ndarray:
 
 
 @lru_cache(maxsize=65536)
+def _layer_vector(config: LayerConfig) -> np.ndarray:
+    return ops_vector(layer_primitives(config))
+
+
+#: (head, its feature maps, resolution, width multiplier) -> physics of the head's ops, which
+#: depend on the maps alone (extra layers and predictors); members of a space share few of them.
+_HEADS: dict[tuple, np.ndarray] = {}
+
+
+@lru_cache(maxsize=65536)
 def detector_vector(arch: ArchSpec, hw: tuple[int, int], head: SSDLiteHead, width_multiplier: float) -> np.ndarray:
-    """The physics columns of a whole SSDLite detector (backbone, pyramid, head)."""
-    ops = [op for config in arch.trace(hw, width_multiplier) for op in layer_primitives(config)]
-    ops += pyramid_primitives(arch, hw, width_multiplier) + head_primitives(head, arch, hw, width_multiplier)
-    return ops_vector(ops)
+    """The physics columns of a whole SSDLite detector (backbone, pyramid, head); layers and
+    heads repeat across a space's members, so each is counted once."""
+    total = sum((_layer_vector(config) for config in arch.trace(hw, width_multiplier)), np.zeros(len(_PHYSICS_INDEX)))
+    if arch.pyramid is not None:
+        ops = pyramid_primitives(arch, hw, width_multiplier) + head_primitives(head, arch, hw, width_multiplier)
+        return total + ops_vector(ops)
+    key = (head, head.feature_maps(arch, hw, width_multiplier), hw, width_multiplier)
+    if key not in _HEADS:
+        _HEADS[key] = ops_vector(head_primitives(head, arch, hw, width_multiplier))
+    return total + _HEADS[key]
 
 
 def space_from_json(data: dict[str, Any]) -> GenomeSpace:
