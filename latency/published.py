@@ -6,7 +6,7 @@ Coral's "Edge TPU performance benchmarks" Table 1 (USB Accelerator and Dev Board
 Pixel-4 Edge TPU latencies of the MobileDets / TF Object Detection API releases, one profile per
 device: `coral-usb`, `coral-devboard`, `pixel4-edgetpu`. Every model the language can express is
 listed with its architecture string, input size and head (`classifier`: global pool + 1x1 logits;
-`ssd`: the TF OD API SSD head, `tdbnas.spaces.primitives.ssd_head_primitives`; `ssdlite`); the
+`ssd`: the TF OD API SSD head, `head_primitives(..., depthwise=False)`; `ssdlite`); the
 others are listed with the reason they cannot be written.
 
 The fit (`fit_device`) keeps the structure of `tdbnas.latency.modelled`'s Edge TPU model: per op
@@ -32,7 +32,7 @@ import numpy as np
 
 from tdbnas.latency import modelled
 from tdbnas.spaces import ArchSpec, SSDLiteHead, as_hw, head_primitives, layer_primitives, resolve_arch
-from tdbnas.spaces.primitives import Primitive, classifier_primitives, ssd_head_primitives
+from tdbnas.spaces.primitives import Primitive, classifier_primitives
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "edgetpu_published.json"
 HEADS = ("classifier", "ssd", "ssdlite")
@@ -64,8 +64,8 @@ class PublishedModel:
         else:
             head = self.detection_head()
             configs = configs[:max(self.arch.feature(name).layer_index for name in head.from_features) + 1]
-            tail = (ssd_head_primitives(head, self.arch, hw, box_kernel=int(self.head.get("box_kernel", 1)))
-                    if kind == "ssd" else head_primitives(head, self.arch, hw))
+            tail = head_primitives(head, self.arch, hw, depthwise=kind == "ssdlite",
+                                   box_kernel=int(self.head["box_kernel"]) if "box_kernel" in self.head else None)
         return modelled.with_unfused_activations([op for c in configs for op in layer_primitives(c)] + tail)
 
     def anchors(self) -> int:

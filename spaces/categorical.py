@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tdbnas.spaces.registry import Registry
-from tdbnas.spaces.space import Genome, GenomeSpace, Slot, read_description
+from tdbnas.spaces.space import Genome, GenomeSpace, Slot, from_description_file, read_description
 
 _SPACE_KEYS = {"name", "description", "slots"}
 _SLOT_KEYS = {"name", "choices", "attributes"}
@@ -132,11 +132,7 @@ class CategoricalSpace(GenomeSpace):
 
     @classmethod
     def from_file(cls, path: str | Path) -> CategoricalSpace:
-        data = read_description(path)
-        try:
-            return cls.from_description(data)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        return from_description_file(path, cls.from_description)
 
     def to_description(self) -> dict[str, Any]:
         slots = []
@@ -191,10 +187,7 @@ def resolve_genome_space(text: str) -> GenomeSpace:
     if Path(text).suffix in (".yaml", ".yml", ".json"):
         data = read_description(text)
         if isinstance(data, dict) and "slots" in data:
-            try:
-                return CategoricalSpace.from_description(data)
-            except ValueError as exc:
-                raise ValueError(f"{text}: {exc}") from None
+            return CategoricalSpace.from_file(text)
         return resolve_space(text)  # a block or pyramid space description, with its own messages
     try:
         return resolve_space(text)

@@ -266,6 +266,15 @@ def read_description(path: str | Path) -> Any:
                          f"{exc}") from None
 
 
+def from_description_file(path: str | Path, build: Callable[[Any], Any]) -> Any:
+    """`build(description)` of a description file, its errors prefixed with the file's name."""
+    data = read_description(path)
+    try:
+        return build(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 class BlockSpace(SearchSpace):
     """The generic categorical space over a block skeleton (see the module docstring)."""
 
@@ -315,11 +324,7 @@ class BlockSpace(SearchSpace):
     @classmethod
     def from_file(cls, path: str | Path) -> BlockSpace:
         """Load a description from YAML (`.yaml`/`.yml`) or JSON, with safe loaders only."""
-        data = read_description(path)
-        try:
-            return cls.from_description(data)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        return from_description_file(path, cls.from_description)
 
     def to_description(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "blocks": [

@@ -7,8 +7,8 @@ import pytest
 
 from tdbnas.latency import modelled
 from tdbnas.latency import published as pub
-from tdbnas.spaces import ArchSpec, SSDLiteHead
-from tdbnas.spaces.primitives import classifier_primitives, ssd_head_primitives
+from tdbnas.spaces import ArchSpec, SSDLiteHead, head_primitives
+from tdbnas.spaces.primitives import classifier_primitives
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_every_listed_model_is_written_in_the_language_with_a_source(data):
 def test_ssd_and_classifier_heads_by_hand(data):
     mnv1 = next(m for m in data.models if m.name == "mobilenet-v1-ssd-300")
     assert mnv1.anchors() == 19 * 19 * 3 + (10 * 10 + 5 * 5 + 3 * 3 + 2 * 2 + 1) * 6 == 1917
-    ops = ssd_head_primitives(SSDLiteHead(), mnv1.arch, 300)
+    ops = head_primitives(SSDLiteHead(), mnv1.arch, 300, depthwise=False, box_kernel=1)
     first_extra = ops[:2]  # 1x1 1024 -> 256 at 10x10, then 3x3 stride-2 regular conv 256 -> 512 at 5x5
     assert [op.madds for op in first_extra] == [10 * 10 * 1024 * 256, 5 * 5 * 9 * 256 * 512]
     class0 = next(op for op in ops if op.name == "class0")  # 1x1 conv on C4 (512 ch, 19x19), 3 anchors x 91

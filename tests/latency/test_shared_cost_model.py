@@ -12,7 +12,7 @@ import pytest
 from tdbnas.latency import cost_model as cm
 from tdbnas.latency import modelled
 from tdbnas.latency.features import SharedFeatures
-from tdbnas.spaces import CATEGORICAL_SPACES, BlockSpace, detector_cost
+from tdbnas.spaces import CATEGORICAL_SPACES, detector_cost, get_space
 
 FBNET = CATEGORICAL_SPACES.get("fbnet")
 SLOW_SLOT = 9  # "l10": k5_e6 there costs a planted extra 0.4 ms
@@ -129,14 +129,7 @@ def test_cross_validation_reports_the_model_and_both_baselines(data):
     assert -1 <= reports["model"].kendall <= 1 and reports["model"].kendall < reports["model"].spearman
 
 
-OPS = ["ir_k3_e4", "er_k3_e4", "tk_k3_i0.25_o0.75"]
-SMALL = BlockSpace.from_description({"name": "small-tdb", "blocks": [
-    {"name": "stem", "layers": 1, "stride": 2, "widths": [32], "ops": ["conv_k3"]},
-    {"name": "b1", "layers": 1, "stride": 1, "widths": [16, 24], "ops": OPS[:2]},
-    {"name": "b2", "layers": 2, "stride": 2, "widths": [24, 32], "ops": OPS, "skippable": True},
-    {"name": "b3", "layers": 2, "stride": 2, "widths": [40, 64], "ops": OPS, "skippable": True},
-    {"name": "b4", "layers": 2, "stride": 2, "widths": [72, 96], "ops": OPS, "skippable": True},
-    {"name": "b5", "layers": 1, "stride": 2, "widths": [120, 160], "ops": OPS}]})
+SMALL = get_space("tdb-lite")  # an architecture-language space
 
 
 def test_architecture_language_spaces_take_physics_from_the_decoded_detector(tmp_path):
