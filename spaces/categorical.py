@@ -191,9 +191,8 @@ def resolve_genome_space(text: str) -> GenomeSpace:
         return resolve_space(text)  # a block or pyramid space description, with its own messages
     try:
         return resolve_space(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither a built-in categorical space ({', '.join(CATEGORICAL_SPACES.names())})"
-                         ", a registered space, NAME+pyramid, nor a .yaml/.yml/.json description file") from None
+    except ValueError as exc:
+        raise ValueError(f"{exc}; built-in categorical spaces: {', '.join(CATEGORICAL_SPACES.names())}") from None
 
 
 __all__ = ["CATEGORICAL_SPACES", "CategoricalSpace", "resolve_genome_space"]

@@ -116,7 +116,7 @@ def test_fit_on_a_local_measured_profile_times_detectors_and_keeps_them(capsys, 
     (["--profile", "edgetpu", "--samples", 10], "cross-validation needs 10: need at least 12 samples"),
     (["--profile", "edgetpu", "--samples", 10, "--features", "onehot", "--ridge", 0],
      "need at least 15 samples, or a ridge penalty"),
-    (["--profile", "edgetpu", "--space", "nope"], "'nope' is neither a built-in categorical space"),
+    (["--profile", "edgetpu", "--space", "nope"], "'nope' is neither a registered space"),
     (["--profile", "edgetpu", "--space", "fbnet"], "space 'fbnet' is categorical: no profile can time its members"),
     (["--profile", "edgetpu", "--cross-terms", ""], "--cross-terms belongs to --features onehot"),
 ])

@@ -66,7 +66,7 @@ def test_resolution_of_builtin_files_and_arch_language_spaces(tmp_path):
     assert resolve_genome_space(str(path)).name == "toy"
     assert resolve_genome_space("fbnet") is CATEGORICAL_SPACES.get("fbnet")
     assert resolve_genome_space("tdb-lite").name == "tdb-lite"  # architecture-language spaces still resolve
-    with pytest.raises(ValueError, match="neither a built-in categorical space"):
+    with pytest.raises(ValueError, match="built-in categorical spaces: fbnet"):
         resolve_genome_space("nope")
 
 
@@ -91,3 +91,16 @@ def test_fbnet_geometry_and_attributes_by_hand():
     # Skip: identity where the shape is kept, a 1x1 conv where it changes.
     assert space.attributes_of(0, 8) == {}
     assert space.attribute(1, 8, "conv1x1.madds") == 32 * 32 * 16 * 24
+
+
+def test_the_spaces_command_shows_a_categorical_space(capsys):
+    from tdbnas.cli.main import main
+
+    assert main(["spaces", "fbnet", "--sample", "2", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["name"] == "fbnet" and len(shown["slots"]) == 22 and len(shown["samples"]) == 2
+    assert FBNET_SPACE().genome_of(shown["samples"][0].split())  # samples are written as choice names
+
+
+def FBNET_SPACE():  # noqa: N802 - the built-in space, looked up when a test needs it
+    return CATEGORICAL_SPACES.get("fbnet")
