@@ -135,7 +135,7 @@ def markdown(record: dict) -> str:
                              f" | {100 * values['within_10_pct']['median']:.1f}% | "
                              f"{values['median_ape_pct']['median']:.2f}% |")
         lines.append("")
-    lines += ["## Acceptance", "", "| device | best k ≤ 200 with Spearman ≥ 0.90 | shared > op-count at every k | "
+    lines += ["## Acceptance", "", "| device | smallest k ≤ 200 with Spearman ≥ 0.90 | shared > op-count at every k | "
               "verdict |", "|---|---|---|---|"]
     for device, verdict in record["acceptance"].items():
         lines.append(f"| {device} | {verdict['first_k_at_0.90'] or 'none'} | {verdict['ahead_of_op_count']} | "

@@ -172,13 +172,16 @@ and the latency in column `ms` (or --target COLUMN). Repeats of a network are me
 --profile NAME: edgetpu, dsp (modelled: MODELLED, not measured), or cpu (full int8 detectors
 built and timed on this machine; each timing is kept in the table, so a rerun resumes).
 
---base FILE: another fitted cost model of the same space (another device's, or one fitted to a
-profile) used as an offset (the model learns the residual) or as one more feature.
+--base FILE | profile:NAME: another fitted cost model of the same space (another device's), or a
+profile's op table (profile:cpu, profile:edgetpu, a table's profile; stood in for by a model of
+its predictions on 2000 random members), used as an offset (the model learns the residual) or as
+one more feature.
 
 examples:
   tdbnas latency fit --space fbnet --data phone.csv --out phone.json
   tdbnas latency fit --space fbnet --data fbnet.csv --target gold_6240 --folds 10 --out gold.json
   tdbnas latency fit --space tdb --data npu.json --resolution 320 --base tpu-tdb.json --out npu.json
+  tdbnas latency fit --space tdb --data coral.csv --base profile:coral-usb --out coral-measured.json
   tdbnas latency fit --space tdb --profile edgetpu --samples 2000 --out tpu-tdb.json
   tdbnas latency fit --space tdb --profile dsp --samples 4000 --features onehot --cross-terms --out dsp.json
 """
@@ -206,7 +209,8 @@ def add_fit(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--ridge", type=_ridge, default=None, metavar="cv|L",
                      help="ridge penalty per sample on standardised features (default cv: chosen by "
                           "cross-validation inside the samples)")
-    fit.add_argument("--base", metavar="MODEL", help="a fitted cost model of the same space to build on")
+    fit.add_argument("--base", metavar="MODEL|profile:NAME",
+                     help="a fitted cost model of the same space, or a profile's op table, to build on")
     fit.add_argument("--base-mode", choices=("offset", "feature"), default="offset",
                      help="the base as an offset (default) or as a feature")
     fit.add_argument("--seed", type=int, default=0, help="sampling, split and fold seed (default 0)")
@@ -425,7 +429,10 @@ def run_fit(args: argparse.Namespace) -> int:
     head = _head(args.head, args.num_classes) if args.head else SSDLiteHead(num_classes=args.num_classes)
     if args.cross_terms and args.features != "onehot":
         raise ValueError("--cross-terms belongs to --features onehot")
-    base = cost_model.CostModel.load(args.base, space) if args.base else None
+    base = None
+    if args.base:
+        base = _profile_base(args, space, head) if args.base.startswith("profile:") else \
+            cost_model.CostModel.load(args.base, space)
     options = {"features": args.features, "cross_terms": args.cross_terms, "ridge": args.ridge, "base": base,
                "base_mode": args.base_mode, "resolution": args.resolution, "head": head,
                "width_multiplier": args.width_multiplier}
@@ -453,6 +460,32 @@ def run_fit(args: argparse.Namespace) -> int:
         print(f"warning: {note}")
     print(f"wrote {path}")
     return 0
+
+
+#: Random members a profile's predictions are sampled on to stand in for its op table as a base.
+BASE_SAMPLES = 2000
+
+
+def _profile_base(args: argparse.Namespace, space, head):
+    """`--base profile:NAME`: a shared cost model of the profile's own predictions (its op table,
+    or the modelled one) on BASE_SAMPLES random members, so the base can price any genome."""
+    from tdbnas.latency import cost_model, profiles
+    from tdbnas.spaces import SearchSpace
+
+    name = args.base[len("profile:"):]
+    if not isinstance(space, SearchSpace):
+        raise ValueError(f"--base {args.base}: space {space.name!r} is categorical; no profile prices its members")
+    genomes = cost_model.sample_genomes(space, min(BASE_SAMPLES, space.size()), seed=args.seed)
+    archs = [space.decode(tuple(int(g) for g in row)) for row in genomes]
+    with _open(args) as lut:
+        predictor = profiles.get_predictor(name, args.resolution, archs=archs, table=lut, head=head,
+                                           width_multiplier=args.width_multiplier, threads=args.threads,
+                                           progress=not args.no_progress)
+        ms = predictor.predict_many(archs, args.resolution, head=head, width_multiplier=args.width_multiplier)
+    return cost_model.fit_cost_model(space, genomes, ms, resolution=args.resolution, head=head,
+                                     width_multiplier=args.width_multiplier, seed=args.seed,
+                                     metadata={"profile": name, "kind": predictor.kind, "samples": len(ms),
+                                               "base_of": "latency fit --base"})
 
 
 def _head(path: str, num_classes: int):

@@ -259,3 +259,24 @@ def test_reading_round_trips_and_accepts_json_lists(tmp_path, fbnet_data):
     toy = CategoricalSpace("toy", [("a", ["x", "y"])])
     (tmp_path / "z.csv").write_text("choices,ms\ny,1.5\n")
     assert read_latencies(tmp_path / "z.csv", toy)[0].genomes.tolist() == [[1]]
+
+
+def test_a_profiles_op_table_as_the_base(capsys, monkeypatch, tmp_path, space_file):
+    """A device that runs 1.3x the modelled Edge TPU: 25 samples on top of `profile:edgetpu`."""
+    from tdbnas.cli import latency as latency_cli
+
+    monkeypatch.setattr(latency_cli, "BASE_SAMPLES", 150)  # the stand-in for the op table: fewer samples, faster
+    space = resolve_genome_space(str(space_file))
+    genomes = cm.sample_genomes(space, 25, seed=4)
+    archs = [space.decode(tuple(map(int, g))) for g in genomes]
+    ms = [1.3 * modelled.modelled_detector_ms(a, 320, "edgetpu").total_ms for a in archs]
+    data = write_latencies(tmp_path / "tpu-board.csv", space, genomes, ms)
+    code, _, err = run(capsys, "latency", "fit", "--space", space_file, "--data", data, "--base", "profile:edgetpu",
+                       "--base-mode", "feature", "--table", tmp_path / "lut.sqlite", "--out", tmp_path / "m.json")
+    assert code == 0, err
+    model = CostModel.load(tmp_path / "m.json", space)
+    assert model.base.metadata["profile"] == "edgetpu" and model.base.metadata["kind"] == "modelled"
+    others = cm.sample_genomes(space, 60, seed=5)
+    truth = np.array([1.3 * modelled.modelled_detector_ms(space.decode(tuple(map(int, g))), 320, "edgetpu").total_ms
+                      for g in others])
+    assert float(np.median(np.abs(model.predict_genomes(others) / truth - 1))) < 0.03
