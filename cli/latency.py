@@ -22,7 +22,7 @@ examples:
   tdbnas latency import lut.json                           merge (existing entries win; --replace: theirs)
   tdbnas latency calibrate --profile cpu                   time reference detectors here, fit a*sum+b
   tdbnas latency calibrate --profile pixel4 --measured mobiledet-edgetpu=11.2 --measured mobiledet-dsp=20.5
-  tdbnas latency fit --space tdb --profile edgetpu --samples 2000 --cross-terms --out tpu.json
+  tdbnas latency fit --space fbnet --data phone.csv --out phone.json   (arch|genome|choices, ms)
   tdbnas latency validate --space tdb --count 50 --plot validate.png   predicted vs measured here
 """
 
@@ -153,45 +153,92 @@ def add_calibrate(commands: argparse._SubParsersAction) -> None:
 
 
 FIT_EPILOG = """\
-Samples random members of the space, obtains each one's end-to-end latency from --profile,
-holds out a share, fits latency = bias + features . weights (MobileDets / TuNAS: per-slot
-one-hot choices; with --cross-terms also op x input-width x output-width products per layer)
-and reports the held-out error. The model JSON names its space and refuses any other.
+Learns latency = bias + features . weights for a space, from end-to-end latencies of whole
+networks: read from a file you measured (--data) or obtained here from --profile. The default
+features are shared across slots (per op kind: count, MAdds, parameters, activations; how often
+each op is chosen; per-slot deviations held back harder), with the ridge penalty chosen by
+cross-validation inside the samples; --features onehot is the MobileDets/TuNAS layout.
 
-Where the latencies come from:
-  edgetpu, dsp   the modelled profiles' detector predictions (MODELLED, not measured)
-  cpu, cpu-t4..  full int8 detectors built and timed on this machine (needs the export extra;
-                 each timing is kept in the table, so an interrupted run resumes)
+With --data, reports the k-fold held-out Spearman, Kendall, share within +-10 % and median error
+of the model, of a MAdds-only and of an op-count regression (same folds), then fits on every
+sample. With --profile, holds out a share instead. Too few samples are refused, or warned about.
+
+--data FILE: .csv with a header, or .json (a list of objects); one row per network with one of
+  arch      an architecture string                    (architecture-language spaces)
+  genome    choice indices in slot order, "7 8 1 ..."  (any space)
+  choices   choice names in slot order, "k3_e6 skip ..." (categorical spaces, e.g. fbnet)
+and the latency in column `ms` (or --target COLUMN). Repeats of a network are merged (median).
+
+--profile NAME: edgetpu, dsp (modelled: MODELLED, not measured), or cpu (full int8 detectors
+built and timed on this machine; each timing is kept in the table, so a rerun resumes).
+
+--base FILE | profile:NAME: another fitted cost model of the same space (another device's), or a
+profile's op table (profile:cpu, profile:edgetpu, a table's profile; stood in for by a model of
+its predictions on 2000 random members), used as an offset (the model learns the residual) or as
+one more feature.
 
 examples:
+  tdbnas latency fit --space fbnet --data phone.csv --out phone.json
+  tdbnas latency fit --space fbnet --data fbnet.csv --target gold_6240 --folds 10 --out gold.json
+  tdbnas latency fit --space tdb --data npu.json --resolution 320 --base tpu-tdb.json --out npu.json
+  tdbnas latency fit --space tdb --data coral.csv --base profile:coral-usb --out coral-measured.json
   tdbnas latency fit --space tdb --profile edgetpu --samples 2000 --out tpu-tdb.json
-  tdbnas latency fit --space tdb --profile dsp --samples 4000 --cross-terms --ridge 0.01 --out dsp-tdb.json
-  tdbnas latency fit --space my_space.yaml --profile cpu --samples 300 --holdout 0.25 --out cpu.json
+  tdbnas latency fit --space tdb --profile dsp --samples 4000 --features onehot --cross-terms --out dsp.json
 """
 
 
 def add_fit(commands: argparse._SubParsersAction) -> None:
-    fit = commands.add_parser("fit", help="learn a linear cost model of end-to-end latency over a space",
+    fit = commands.add_parser("fit", help="learn a cost model of end-to-end latency from measured samples",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FIT_EPILOG)
-    fit.add_argument("--space", required=True, metavar="NAME|FILE", help="a registered space or a description file")
-    fit.add_argument("--profile", required=True, metavar="NAME",
-                     help="where end-to-end latencies come from: edgetpu, dsp (modelled), cpu (timed here)")
+    fit.add_argument("--space", required=True, metavar="NAME|FILE",
+                     help="a registered or categorical space (e.g. tdb, fbnet) or a description file")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="FILE", help="measured (architecture or genome, ms) pairs: .csv or .json")
+    source.add_argument("--profile", metavar="NAME",
+                        help="obtain latencies from a profile: edgetpu, dsp (modelled), cpu (timed here)")
+    fit.add_argument("--target", default="ms", metavar="COLUMN", help="latency column of --data (default ms)")
     fit.add_argument("--samples", type=positive_int, default=1000, metavar="N",
-                     help="random architectures to time (default 1000)")
+                     help="--profile: random architectures to time (default 1000)")
     fit.add_argument("--holdout", type=_fraction, default=0.2, metavar="F",
-                     help="share held out for the error report (default 0.2)")
-    fit.add_argument("--cross-terms", action="store_true", help="add op x in-width x out-width features per layer")
-    fit.add_argument("--ridge", type=_non_negative, default=0.0, metavar="L", help="ridge penalty (default 0)")
-    fit.add_argument("--seed", type=int, default=0, help="sampling and split seed (default 0)")
+                     help="--profile: share held out for the error report (default 0.2)")
+    fit.add_argument("--folds", type=_folds, default=5, metavar="K", help="--data: k-fold report (default 5)")
+    fit.add_argument("--features", choices=("shared", "onehot"), default="shared",
+                     help="shared physics features (default) or the one-hot TuNAS layout")
+    fit.add_argument("--cross-terms", action="store_true",
+                     help="--features onehot: add op x in-width x out-width features per layer")
+    fit.add_argument("--ridge", type=_ridge, default=None, metavar="cv|L",
+                     help="ridge penalty per sample on standardised features (default cv: chosen by "
+                          "cross-validation inside the samples)")
+    fit.add_argument("--base", metavar="MODEL|profile:NAME",
+                     help="a fitted cost model of the same space, or a profile's op table, to build on")
+    fit.add_argument("--base-mode", choices=("offset", "feature"), default="offset",
+                     help="the base as an offset (default) or as a feature")
+    fit.add_argument("--seed", type=int, default=0, help="sampling, split and fold seed (default 0)")
     fit.add_argument("--out", required=True, metavar="PATH", help="model JSON to write")
     add_table_option(fit)
-    fit.add_argument("--resolution", type=resolution, default=(320, 320), metavar="N|HxW")
+    fit.add_argument("--resolution", type=resolution, default=(320, 320), metavar="N|HxW",
+                     help="input size of the detectors the latencies are of (architecture-language spaces)")
     fit.add_argument("--num-classes", type=positive_int, default=90, metavar="N")
+    fit.add_argument("--head", metavar="FILE",
+                     help="SSDLite head settings (YAML/JSON: SSDLiteHead fields, or a run config's `head` section)")
     fit.add_argument("--width-multiplier", type=positive_float, default=1.0, metavar="M")
     fit.add_argument("--threads", type=positive_int, default=1, metavar="N", help="for timing on this CPU")
     fit.add_argument("--no-progress", action="store_true")
     fit.add_argument("--json", action="store_true", help="print a JSON summary")
     fit.set_defaults(handler=run_fit)
+
+
+def _ridge(text: str) -> float | None:
+    if text.strip().lower() == "cv":
+        return None
+    return _non_negative(text)
+
+
+def _folds(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"k-fold cross-validation needs at least 2 folds, got {text!r}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -372,33 +419,148 @@ def _calibrate_here(lut, args: argparse.Namespace, head):
 
 # ---- fit ------------------------------------------------------------------------------------
 def run_fit(args: argparse.Namespace) -> int:
-    from tdbnas.cli.spaces import load_space
-    from tdbnas.latency import cost_model
-    from tdbnas.spaces import SSDLiteHead
+    import warnings
 
-    space = load_space(args.space)
-    head = SSDLiteHead(num_classes=args.num_classes)
-    with _open(args) as lut:
-        kind, measure_many = _end_to_end_source(lut, args, head)
-        config = {"space": space.name, "profile": args.profile, "kind": kind, "samples": args.samples,
-                  "holdout": args.holdout, "cross_terms": args.cross_terms, "ridge": args.ridge, "seed": args.seed,
-                  "resolution": list(args.resolution), "num_classes": args.num_classes,
-                  "width_multiplier": args.width_multiplier, "table": str(lut.path)}
-        result = cost_model.fit(space, args.samples, measure_many=measure_many, holdout=args.holdout,
-                                cross_terms=args.cross_terms, ridge=args.ridge, seed=args.seed, metadata=config)
-    path = result.model.save(args.out)
-    source = "MODELLED, not measured" if kind == "modelled" else "measured"
+    from tdbnas.latency import cost_model
+    from tdbnas.latency.features import head_to_json
+    from tdbnas.spaces import SSDLiteHead, resolve_genome_space
+
+    space = resolve_genome_space(args.space)
+    head = _head(args.head, args.num_classes) if args.head else SSDLiteHead(num_classes=args.num_classes)
+    if args.cross_terms and args.features != "onehot":
+        raise ValueError("--cross-terms belongs to --features onehot")
+    base = None
+    if args.base:
+        base = _profile_base(args, space, head) if args.base.startswith("profile:") else \
+            cost_model.CostModel.load(args.base, space)
+    options = {"features": args.features, "cross_terms": args.cross_terms, "ridge": args.ridge, "base": base,
+               "base_mode": args.base_mode, "resolution": args.resolution, "head": head,
+               "width_multiplier": args.width_multiplier}
+    config = {"space": space.name, "features": args.features, "cross_terms": args.cross_terms,
+              "ridge": "cv" if args.ridge is None else args.ridge, "seed": args.seed,
+              "resolution": list(args.resolution), "num_classes": args.num_classes,
+              "width_multiplier": args.width_multiplier, "head": head_to_json(head), "base": args.base,
+              "base_mode": args.base_mode if args.base else None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", cost_model.CostModelWarning)
+        if args.data:
+            summary = _fit_from_file(args, space, options, config)
+        else:
+            summary = _fit_from_profile(args, space, options, config)
+    notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, cost_model.CostModelWarning)))
+    path = summary["model"].save(args.out)
     if args.json:
-        print(json.dumps({**config, "out": str(path), "features": len(result.model.layout),
-                          "train_error": result.train.to_json(), "holdout_error": result.holdout.to_json()}, indent=2))
+        print(json.dumps({**config, "out": str(path), "features": len(summary["model"].layout),
+                          "feature_set": args.features, "warnings": notes,
+                          **{k: v for k, v in summary.items() if k != "model"}}, indent=2))
         return 0
-    print(f"cost model for space {space.name!r} from profile {args.profile!r} ({source} end-to-end latencies)")
-    print(f"  {result.train.n} architectures fitted, {result.holdout.n} held out; {len(result.model.layout)} features "
-          f"({'with' if result.model.cross_terms else 'no'} cross terms), ridge {args.ridge:g}")
-    print(f"  held-out error: {result.holdout.summary()}")
-    print(f"  training error: {result.train.summary()}")
+    for line in summary["lines"]:
+        print(line)
+    for note in notes:
+        print(f"warning: {note}")
     print(f"wrote {path}")
     return 0
+
+
+#: Random members a profile's predictions are sampled on to stand in for its op table as a base.
+BASE_SAMPLES = 2000
+
+
+def _profile_base(args: argparse.Namespace, space, head):
+    """`--base profile:NAME`: a shared cost model of the profile's own predictions (its op table,
+    or the modelled one) on BASE_SAMPLES random members, so the base can price any genome."""
+    from tdbnas.latency import cost_model, profiles
+    from tdbnas.spaces import SearchSpace
+
+    name = args.base[len("profile:"):]
+    if not isinstance(space, SearchSpace):
+        raise ValueError(f"--base {args.base}: space {space.name!r} is categorical; no profile prices its members")
+    genomes = cost_model.sample_genomes(space, min(BASE_SAMPLES, space.size()), seed=args.seed)
+    archs = [space.decode(tuple(int(g) for g in row)) for row in genomes]
+    with _open(args) as lut:
+        predictor = profiles.get_predictor(name, args.resolution, archs=archs, table=lut, head=head,
+                                           width_multiplier=args.width_multiplier, threads=args.threads,
+                                           progress=not args.no_progress)
+        ms = predictor.predict_many(archs, args.resolution, head=head, width_multiplier=args.width_multiplier)
+    return cost_model.fit_cost_model(space, genomes, ms, resolution=args.resolution, head=head,
+                                     width_multiplier=args.width_multiplier, seed=args.seed,
+                                     metadata={"profile": name, "kind": predictor.kind, "samples": len(ms),
+                                               "base_of": "latency fit --base"})
+
+
+def _head(path: str, num_classes: int):
+    """An SSDLite head from a settings file: its fields, or a config with a `head` section."""
+    from tdbnas.spaces.head import head_from_settings
+    from tdbnas.spaces.space import read_description
+
+    settings = read_description(path)
+    if isinstance(settings, dict) and isinstance(settings.get("head"), dict):
+        settings = settings["head"]
+    try:
+        return head_from_settings(settings, num_classes)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _fit_from_file(args: argparse.Namespace, space, options: dict, config: dict) -> dict:
+    from tdbnas.latency import cost_model
+    from tdbnas.latency.fit_data import read_latencies
+
+    data, repeats = read_latencies(args.data, space, target=args.target)
+    config.update(data=str(args.data), target=args.target, folds=args.folds, samples=len(data))
+    reports = cost_model.cross_validate(space, data.genomes, data.latency_ms, folds=args.folds, seed=args.seed,
+                                        **options)
+    cv = {name: report.to_json() for name, report in reports.items()}
+    model = cost_model.fit_cost_model(space, data.genomes, data.latency_ms, folds=args.folds, seed=args.seed,
+                                      metadata={**config, "kind": "measured", "cv_error": cv}, **options)
+    rows = [[name, f"{r.spearman:.3f}", f"{r.kendall:.3f}", f"{100 * r.within_10_pct:.1f}%",
+             f"{r.median_ape_pct:.2f}%"] for name, r in reports.items()]
+    merged = f" ({repeats} repeated rows merged into medians)" if repeats else ""
+    lines = [f"cost model for space {space.name!r} from {args.data}: {len(data)} networks{merged}, "
+             f"{len(model.layout)} {args.features} features, ridge {_ridge_text(model)}",
+             f"{args.folds}-fold held-out error (each fold chooses its own penalty; baselines on the same folds):",
+             table(["model", "Spearman", "Kendall", "within 10%", "median |error|"], rows,
+                   right=("Spearman", "Kendall", "within 10%", "median |error|"))]
+    return {"model": model, "lines": lines, "cv_error": cv, "repeats_merged": repeats}
+
+
+def _ridge_text(model) -> str:
+    chosen = f"{model.ridge:.3g}"
+    if model.metadata.get("ridge_selection") == "cv":
+        ratio = model.metadata.get("deviation_ratio")
+        held = "deviations left out" if ratio is None and model.features == "shared" else \
+            f"deviations x{ratio:g}" if ratio is not None else ""
+        return f"{chosen} (chosen by cross-validation{', ' + held if held else ''})"
+    return chosen
+
+
+def _fit_from_profile(args: argparse.Namespace, space, options: dict, config: dict) -> dict:
+    from tdbnas.latency import cost_model
+    from tdbnas.spaces import SearchSpace
+
+    if not isinstance(space, SearchSpace):
+        raise ValueError(f"space {space.name!r} is categorical: no profile can time its members; give --data")
+    if options["base"] is not None:
+        raise ValueError("--base needs measured --data (a profile's latencies are what a base model would predict)")
+    with _open(args) as lut:
+        kind, measure_many = _end_to_end_source(lut, args, options["head"])
+        config.update(profile=args.profile, kind=kind, samples=args.samples, holdout=args.holdout,
+                      table=str(lut.path))
+        result = cost_model.fit(space, args.samples, measure_many=measure_many, holdout=args.holdout,
+                                features=args.features, cross_terms=args.cross_terms, ridge=args.ridge,
+                                seed=args.seed, resolution=args.resolution, head=options["head"],
+                                width_multiplier=args.width_multiplier, metadata=config)
+    source = "MODELLED, not measured" if kind == "modelled" else "measured"
+    model = result.model
+    features = f"{len(model.layout)} features" + (f" ({'with' if model.cross_terms else 'no'} cross terms)"
+                                                  if args.features == "onehot" else f" ({args.features})")
+    lines = [f"cost model for space {space.name!r} from profile {args.profile!r} ({source} end-to-end latencies)",
+             f"  {result.train.n} architectures fitted, {result.holdout.n} held out; {features}, ridge "
+             f"{_ridge_text(model)}",
+             f"  held-out error: {result.holdout.summary()}",
+             f"  training error: {result.train.summary()}"]
+    return {"model": model, "lines": lines, "train_error": result.train.to_json(),
+            "holdout_error": result.holdout.to_json(), "kind": kind}
 
 
 def _end_to_end_source(lut, args: argparse.Namespace, head):

@@ -86,7 +86,14 @@ def arch_label(text: str, width: int = 40) -> str:
 
 
 def _label(prediction) -> str:
-    return "MODELLED, not measured" if prediction.kind == "modelled" else "measured"
+    if prediction.kind != "modelled":
+        return prediction.kind
+    from tdbnas.latency.modelled import MODELLED_PROFILES
+
+    loo = MODELLED_PROFILES.get(prediction.profile, {}).get("leave_one_out_median_error_pct")
+    held_out = f"; leave-one-out median error {loo:.1f}% on published models" if loo is not None else \
+        "; no held-out error exists for its fit"
+    return f"MODELLED, not measured{held_out}"
 
 
 def _print_breakdown(name, prediction, predictor) -> None:

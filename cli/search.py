@@ -47,7 +47,20 @@ examples:
   tdbnas search --space tdb --profile dsp --budget-ms 12 --algorithm pareto --supernet CKPT --data DIR
   tdbnas search --space tdb --profile edgetpu --budget-ms 7 --algorithm random --generations 20 ...
   tdbnas search ... --ray auto                    join the running Ray cluster (or ray://host:10001)
+  tdbnas search --space tdb --cost-model npu.json --budget-ms 12 --signal entropy --data DIR
+      (a cost model fitted with `tdbnas latency fit` on any device; its budget is the --budget-ms at
+      its position among --profile and --cost-model)
 """
+
+
+class _AppendCostModel(argparse.Action):
+    """`--cost-model FILE` joins the --profile list as `cost-model:FILE`, keeping the order that
+    pairs each latency constraint with its --budget-ms."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from tdbnas.latency.learned_predictor import PREFIX
+
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), f"{PREFIX}{values}"])
 
 # Flags that map onto SearchSettings fields: (flag, field, type, help).
 SETTING_FLAGS = (
@@ -70,8 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--space", help="search space (default: the supernet's, else tdb)")
     parser.add_argument("--profile", action="append", default=[], metavar="NAME",
                         help="latency profile, e.g. edgetpu, dsp, cpu (repeatable)")
+    parser.add_argument("--cost-model", action=_AppendCostModel, dest="profile", metavar="FILE",
+                        help="a fitted cost model (tdbnas latency fit) as a latency constraint (repeatable)")
     parser.add_argument("--budget-ms", action="append", default=[], type=positive_float, metavar="MS",
-                        help="latency budget of the --profile at the same position (repeatable)")
+                        help="latency budget of the --profile/--cost-model at the same position (repeatable)")
     parser.add_argument("--signal", choices=SIGNALS, default=None,
                         help=f"accuracy signal that ranks candidates (default: supernet with --supernet, else "
                              f"{DEFAULT_SIGNAL})")
@@ -203,12 +218,14 @@ def run(args: argparse.Namespace) -> int:
     from tdbnas.cli.profile import open_table
     from tdbnas.cli.spaces import load_space
     from tdbnas.latency import profiles
+    from tdbnas.latency.learned_predictor import CostModelPredictor, is_cost_model
     from tdbnas.search import Budget, Constraints, run_search
     from tdbnas.search.parallel import make_evaluator, ray_available
     from tdbnas.spaces import as_hw
 
     if not args.profile:
-        raise ValueError("give at least one --profile NAME --budget-ms MS (e.g. --profile edgetpu --budget-ms 7)")
+        raise ValueError("give at least one --profile NAME (or --cost-model FILE) --budget-ms MS (e.g. --profile "
+                         "edgetpu --budget-ms 7)")
     if len(args.profile) != len(args.budget_ms):
         raise ValueError(f"{len(args.profile)} --profile but {len(args.budget_ms)} --budget-ms: give one budget per "
                          "profile, in the same order")
@@ -229,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
     with open_table(args.table) as lut:
         budgets = []
         for name, budget in zip(args.profile, args.budget_ms):
+            if is_cost_model(name):
+                learned = CostModelPredictor.load(name, space)
+                learned.check(args.resolution, head, args.width_multiplier)
+                budgets.append(Budget(learned, budget))
+                continue
             spec = profiles.profile_spec(name)
             if spec is not None and spec.kind == "measured":
                 say(f"profile {name}: measuring the units of space {space.name} this table lacks (first use only)")

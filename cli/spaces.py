@@ -18,6 +18,7 @@ examples:
   tdbnas spaces --resolution 160
   tdbnas spaces tdb --sample 3 --seed 0
   tdbnas spaces my_space.yaml
+  tdbnas spaces fbnet --sample 2          a categorical space (FBNet's 22 x 9, for learned cost models)
 """
 
 
@@ -43,11 +44,30 @@ def load_space(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tdbnas.spaces import SPACES
+    from tdbnas.spaces import SPACES, CategoricalSpace, resolve_genome_space
 
     if args.space is None:
         return _list(SPACES, args)
-    return _show(load_space(args.space), args)
+    space = resolve_genome_space(args.space)
+    if isinstance(space, CategoricalSpace):
+        return _show_categorical(space, args)
+    return _show(space, args)
+
+
+def _show_categorical(space, args: argparse.Namespace) -> int:
+    """A plain categorical space (e.g. fbnet): slots, choices, attributes; members as choice names."""
+    samples = [" ".join(space.names_of(space.random_genome(args.seed + i))) for i in range(args.sample)]
+    if args.json:
+        print(json.dumps({**space.to_description(), "size": space.size(), "samples": samples}, indent=2))
+        return 0
+    print(f"{space.name}: {space.description} (categorical: no architecture to build; cost models and search "
+          "operators only)")
+    print(f"size {space.size():.4g}, {len(space.slots)} slots; attributes per choice: "
+          f"{', '.join(space.attribute_names) or 'none'}\n")
+    print(table(["slot", "choices"], [[s.name, " ".join(str(c) for c in s.choices)] for s in space.slots]))
+    for index, text in enumerate(samples):
+        print(f"\nsample {index} (seed {args.seed + index}):\n{text}")
+    return 0
 
 
 def _list(spaces, args: argparse.Namespace) -> int:

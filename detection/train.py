@@ -123,14 +123,9 @@ def augmentation(config: TrainConfig):
 
 def head_settings(config: TrainConfig, num_classes: int):
     """The SSDLite head of a run: MobileDets defaults with the configured anchor scales."""
-    from tdbnas.spaces import SSDLiteHead
+    from tdbnas.spaces.head import head_from_settings
 
-    known = set(SSDLiteHead.__dataclass_fields__) - {"num_classes"}
-    unknown = sorted(set(config.head) - known)
-    if unknown:
-        raise ValueError(f"unknown head settings {unknown}; known: {sorted(known)}")
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.head.items()}
-    return SSDLiteHead(**{**overrides, "num_classes": num_classes})
+    return head_from_settings(config.head, num_classes)
 
 
 def zero_init_residual_branches(model: nn.Module) -> int:

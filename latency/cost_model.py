@@ -1,55 +1,63 @@
-"""Learned latency cost model: a linear regression over a search space's genome.
+"""Learned latency cost models: linear regressions of end-to-end latency over a space's genomes,
+for devices whose single ops cannot be timed (a phone NPU, a DSP, an Edge TPU behind a vendor
+runtime) but whose whole models can.
 
 Why: summing per-op entries assumes latency is additive, which holds on mobile CPUs and GPUs
 but not on accelerators (nn-Meter: 99% within +/-10% on CPU/GPU, 83% on a VPU; reference
-latency.md §1.3, §7), where whole-model effects (Edge TPU parameter caching and CPU/TPU
-partitioning, memory traffic between ops) dominate. MobileDets therefore fit one linear
-regression per target device to the end-to-end latencies of several thousand random
-architectures and used it in place of on-device measurement during the search (reference
-mobiledets.md §4, TuNAS `mobile_cost_model.coupled_tf_features` / `cost_model_lib`):
-cost = features . kernel + bias, where a layer's features are the Kronecker product of the
-one-hot masks of its op, input filters and output filters, and features that can take only
-one value are dropped.
+latency.md §1.3, §7). MobileDets therefore fit one linear regression per target device to the
+end-to-end latencies of several thousand random architectures (reference mobiledets.md §4,
+TuNAS `mobile_cost_model.coupled_tf_features`): one-hot features per slot and choice, with
+(op x input filters x output filters) cross terms. With a few hundred samples that model has
+too many independent coefficients: on real devices it lost to a regression on op counts.
 
-Here, for any `SearchSpace` (slots and genomes are the whole interface):
-  * main features: per slot with more than one choice, a 0/1 indicator of each choice but the
-    first (treatment coding: choice 0 is folded into the intercept, so the design has full
-    column rank and "at least as many samples as features" is the exact identifiability rule);
-  * cross terms (`cross_terms=True`): per interaction group of slots, the products of the
-    members' indicators over every subset of two or more members, which spans the same
-    functions as TuNAS's full Kronecker product. For a `BlockSpace` a layer slot's group is
-    (op, input-width slot, output-width slot): the previous block's width and this block's for
-    the first layer of a block, this block's width for the others; fixed widths are dropped.
-    Other spaces take explicit `groups`, by default adjacent slot pairs;
-  * fit by least squares with optional ridge (`ridge * ||w||^2` against the sum of squared
-    errors in ms^2; the intercept is not penalised); prediction is one matrix product over
-    many genomes at once.
+Two feature sets (`features=`):
+  * `"shared"` (default, `tdbnas.latency.features.SharedFeatures`): per op kind the count,
+    MAdds, parameters and activations of the whole network, how often each op is chosen, and
+    per-slot deviations penalised harder than the shared columns (`tdbnas.latency.ridge`), so
+    an op's cost is learned once for all slots and a slot departs from it only as far as the
+    data demand;
+  * `"onehot"`: the TuNAS layout (`FeatureLayout`): per slot with more than one choice, a 0/1
+    indicator of each choice but the first (treatment coding), and with `cross_terms=True`,
+    per interaction group of slots, the products of the members' indicators over every subset
+    of two or more members. For a `BlockSpace` a layer slot's group is (op, input-width slot,
+    output-width slot); other spaces take explicit `groups`, by default adjacent slot pairs.
 
-`fit` collects the data (random distinct members of the space, timed by a caller-supplied
-`measure(arch) -> ms` or `measure_many(archs) -> ms`), holds out a share, fits and reports the
-held-out median absolute % error, share within +/-10% and Spearman rank correlation. Models
-are saved as JSON with the space's name and slot layout, the feature layout and a schema
-version, and refuse to score genomes of any other space. No pickle.
+The ridge penalty is chosen by k-fold cross-validation inside the training samples unless one
+is given (`ridge=`, per sample on standardised columns). A fit refuses fewer than
+`ridge.MIN_SAMPLES` samples, and an unpenalised one-hot fit with fewer samples than features;
+it warns (`CostModelWarning`, also kept in the model's metadata) when the samples are fewer than
+the shared columns, when a fixed penalty leaves fewer than two samples per feature, or when
+cross-validation prefers the mean to the features. An optional *base* (another fitted cost
+model: another device's, or one fitted to a profile's predictions) enters as an offset (the
+model learns the residual) or as one more feature.
+
+`cross_validate` reports the held-out error of the whole procedure (penalty selection
+included) with the baselines MAdds-only and op-count regression on the same folds; `fit`
+collects samples with a caller-supplied `measure` and holds out a share. Models are JSON (the
+space's description, the feature layout, coefficients in raw feature units, a schema version)
+and refuse genomes of any other space. No pickle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from tdbnas.spaces import ArchSpec, BlockSpace, SearchSpace
+from tdbnas.latency import ridge as ridge_lib
+from tdbnas.latency.features import SharedFeatures
+from tdbnas.spaces import ArchSpec, BlockSpace, GenomeSpace, SearchSpace
 
 FORMAT = "tdbnas.cost-model"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Condition = tuple[int, int]  # (slot index, choice index)
 Feature = tuple[Condition, ...]  # all conditions hold -> 1.0
@@ -78,7 +86,7 @@ def block_space_groups(space: BlockSpace) -> tuple[tuple[int, ...], ...]:
     return tuple(dict.fromkeys(groups))
 
 
-def default_groups(space: SearchSpace) -> tuple[tuple[int, ...], ...]:
+def default_groups(space: GenomeSpace) -> tuple[tuple[int, ...], ...]:
     if isinstance(space, BlockSpace):
         return block_space_groups(space)
     return tuple((i, i + 1) for i in range(len(space.slots) - 1))
@@ -88,13 +96,14 @@ def default_groups(space: SearchSpace) -> tuple[tuple[int, ...], ...]:
 class FeatureLayout:
     """Which 0/1 feature each column is, for one space's slot layout."""
 
+    kind: ClassVar[str] = "onehot"
     space: str
     slots: tuple[tuple[str, tuple[str, ...]], ...]  # (slot name, choices as text)
     groups: tuple[tuple[int, ...], ...]             # interaction groups; () without cross terms
     features: tuple[Feature, ...]
 
     @classmethod
-    def build(cls, space: SearchSpace, *, cross_terms: bool = False,
+    def build(cls, space: GenomeSpace, *, cross_terms: bool = False,
               groups: Sequence[Sequence[int]] | None = None) -> FeatureLayout:
         slots = tuple((slot.name, tuple(str(c) for c in slot.choices)) for slot in space.slots)
         sizes = [len(choices) for _, choices in slots]
@@ -120,7 +129,7 @@ class FeatureLayout:
         return [" * ".join(f"{self.slots[s][0]}={self.slots[s][1][c]}" for s, c in feature)
                 for feature in self.features]
 
-    def check_space(self, space: SearchSpace) -> None:
+    def check_space(self, space: GenomeSpace) -> None:
         """Refuse a space other than the one the layout was built for."""
         if space.name != self.space:
             raise CostModelError(f"this cost model was fitted on space {self.space!r}, not {space.name!r}")
@@ -201,14 +210,16 @@ class ErrorReport:
     within_10_pct: float     # share (0..1) with |error| <= 10%
     spearman: float          # rank correlation: what search needs
     max_ape_pct: float
+    kendall: float = float("nan")  # Kendall's tau-b: the share of pairs ordered right, rescaled
 
     def to_json(self) -> dict[str, float]:
         return {"n": self.n, "median_ape_pct": self.median_ape_pct, "within_10_pct": self.within_10_pct,
-                "spearman": self.spearman, "max_ape_pct": self.max_ape_pct}
+                "spearman": self.spearman, "kendall": self.kendall, "max_ape_pct": self.max_ape_pct}
 
     def summary(self) -> str:
         return (f"median |error| {self.median_ape_pct:.2f}%, within +/-10%: {100 * self.within_10_pct:.1f}%, "
-                f"Spearman {self.spearman:.3f} (n={self.n}, max |error| {self.max_ape_pct:.1f}%)")
+                f"Spearman {self.spearman:.3f}, Kendall {self.kendall:.3f} (n={self.n}, max |error| "
+                f"{self.max_ape_pct:.1f}%)")
 
 
 def error_report(predicted: Any, measured: Any) -> ErrorReport:
@@ -216,24 +227,37 @@ def error_report(predicted: Any, measured: Any) -> ErrorReport:
     if p.shape != y.shape or p.ndim != 1 or len(p) == 0:
         raise ValueError("an error report needs equally long, non-empty predicted and measured vectors")
     ape = np.abs(p - y) / y * 100
-    spearman = float("nan")
+    spearman = kendall = float("nan")
     if len(p) >= 2 and np.ptp(p) > 0 and np.ptp(y) > 0:
-        from scipy.stats import spearmanr
+        from scipy.stats import kendalltau, spearmanr
 
         spearman = float(spearmanr(p, y).statistic)
-    return ErrorReport(len(p), float(np.median(ape)), float(np.mean(ape <= 10.0)), spearman, float(ape.max()))
+        kendall = float(kendalltau(p, y).statistic)
+    return ErrorReport(len(p), float(np.median(ape)), float(np.mean(ape <= 10.0)), spearman, float(ape.max()),
+                       kendall)
+
+
+class CostModelWarning(UserWarning):
+    """A fit that may not hold up on new architectures (too few samples for the model)."""
 
 
 # ---- the model ------------------------------------------------------------------------------
+Layout = FeatureLayout | SharedFeatures
+BASE_MODES = ("offset", "feature")
+
+
 @dataclass(frozen=True)
 class CostModel:
-    """`latency_ms = intercept + design(genome) @ coefficients` for one space."""
+    """`latency_ms = intercept + features(genome) @ coefficients`, plus the base model's
+    prediction when it is an offset (`base_mode="offset"`), or with it as the last feature."""
 
-    layout: FeatureLayout
+    layout: Layout
     intercept: float
     coefficients: np.ndarray
-    ridge: float = 0.0
+    ridge: float | None = 0.0
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    base: CostModel | None = None
+    base_mode: str | None = None
 
     @property
     def space(self) -> str:
@@ -241,11 +265,25 @@ class CostModel:
 
     @property
     def cross_terms(self) -> bool:
-        return bool(self.layout.groups)
+        return isinstance(self.layout, FeatureLayout) and bool(self.layout.groups)
+
+    @property
+    def features(self) -> str:
+        return self.layout.kind
+
+    def design(self, genomes: Any) -> np.ndarray:
+        """The feature matrix of `genomes` (with the base prediction as last column in feature mode)."""
+        x = self.layout.encode(genomes)
+        if self.base is not None and self.base_mode == "feature":
+            x = np.hstack([x, self.base.predict_genomes(genomes)[:, None]])
+        return x
 
     def predict_genomes(self, genomes: Any) -> np.ndarray:
         """Latency (ms) of each genome, all at once."""
-        return self.layout.encode(genomes) @ self.coefficients + self.intercept
+        predicted = self.design(genomes) @ self.coefficients + self.intercept
+        if self.base is not None and self.base_mode == "offset":
+            predicted = predicted + self.base.predict_genomes(genomes)
+        return predicted
 
     def predict(self, space: SearchSpace, archs: Sequence[ArchSpec]) -> np.ndarray:
         """Latency (ms) of architectures of `space` (which must be the space the model was fitted on)."""
@@ -258,17 +296,28 @@ class CostModel:
         self.layout.check_space(space)
         return lambda arch: bool(self.predict_genomes(space.encode(arch))[0] <= budget_ms)
 
+    def names(self) -> list[str]:
+        extra = ["base"] if self.base is not None and self.base_mode == "feature" else []
+        return self.layout.names() + extra
+
     def terms(self) -> list[tuple[str, float]]:
-        """(feature name, ms) pairs, largest effect first: what the model learned."""
-        pairs = list(zip(self.layout.names(), map(float, self.coefficients)))
+        """(feature name, coefficient) pairs, largest effect first: what the model learned. For
+        shared features the coefficient is per unit of the feature (ms per MAdd, per op, ...)."""
+        pairs = list(zip(self.names(), map(float, self.coefficients)))
         return sorted(pairs, key=lambda kv: -abs(kv[1]))
 
     # ---- JSON -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "schema_version": SCHEMA_VERSION, **self.layout.to_json(),
-                "cross_terms": self.cross_terms, "ridge": self.ridge, "intercept": self.intercept,
-                "coefficients": [float(c) for c in self.coefficients], "feature_names": self.layout.names(),
-                "metadata": dict(self.metadata)}
+        data: dict[str, Any] = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "model": self.features}
+        if isinstance(self.layout, FeatureLayout):
+            data.update(self.layout.to_json(), cross_terms=self.cross_terms)
+        else:
+            data.update(space=self.space, shared=self.layout.to_json())
+        data.update(ridge=self.ridge, intercept=self.intercept, coefficients=[float(c) for c in self.coefficients],
+                    feature_names=self.names(), metadata=dict(self.metadata))
+        if self.base is not None:
+            data.update(base=self.base.to_json(), base_mode=self.base_mode)
+        return data
 
     @classmethod
     def from_json(cls, data: Any, source: str = "cost model") -> CostModel:
@@ -282,21 +331,12 @@ class CostModel:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (a killed process leaves the old file or the new one, never half)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.to_json(), handle, indent=1)
-                handle.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        from tdbnas.spaces.atomic import write_json_atomic
+
+        return Path(write_json_atomic(path, self.to_json()))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], space: SearchSpace | None = None) -> CostModel:
+    def load(cls, path: str | os.PathLike[str], space: GenomeSpace | None = None) -> CostModel:
         """Read a model; with `space`, also refuse it unless it was fitted on that space."""
         try:
             text = Path(path).read_text()
@@ -319,57 +359,193 @@ def _from_json(data: Any) -> CostModel:
     if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
         raise CostModelError(f"cost-model schema version {version!r} is not one this tdbnas reads "
                              f"({SCHEMA_VERSION}); {'upgrade tdbnas' if isinstance(version, int) else 'bad file'}")
-    slots = tuple((str(s["name"]), tuple(str(c) for c in s["choices"])) for s in data["slots"])
-    sizes = [len(c) for _, c in slots]
-    groups = tuple(tuple(int(s) for s in g) for g in data["groups"])
-    features = tuple(tuple((int(s), int(c)) for s, c in f) for f in data["features"])
-    for feature in features:
-        for slot, choice in feature:
-            if not (0 <= slot < len(sizes) and 0 <= choice < sizes[slot]):
-                raise CostModelError(f"feature {[list(c) for c in feature]} names a slot or choice outside the layout")
+    kind = data.get("model", "onehot")
+    layout: Layout
+    if kind == "onehot":
+        slots = tuple((str(s["name"]), tuple(str(c) for c in s["choices"])) for s in data["slots"])
+        sizes = [len(c) for _, c in slots]
+        groups = tuple(tuple(int(s) for s in g) for g in data["groups"])
+        features = tuple(tuple((int(s), int(c)) for s, c in f) for f in data["features"])
+        for feature in features:
+            for slot, choice in feature:
+                if not (0 <= slot < len(sizes) and 0 <= choice < sizes[slot]):
+                    raise CostModelError(f"feature {[list(c) for c in feature]} names a slot or choice outside the "
+                                         "layout")
+        layout = FeatureLayout(str(data["space"]), slots, groups, features)
+    elif kind == "shared":
+        layout = SharedFeatures.from_json(data["shared"])
+    else:
+        raise CostModelError(f"unknown model kind {kind!r} (onehot or shared)")
+    base, base_mode = None, data.get("base_mode")
+    if data.get("base") is not None:
+        if base_mode not in BASE_MODES:
+            raise CostModelError(f"base_mode must be one of {', '.join(BASE_MODES)}, got {base_mode!r}")
+        base = _from_json(data["base"])
     coefficients = np.asarray(data["coefficients"], dtype=float)
     intercept = float(data["intercept"])
-    if coefficients.shape != (len(features),):
-        raise CostModelError(f"{len(features)} features but {coefficients.size} coefficients")
+    expected = len(layout) + (1 if base is not None and base_mode == "feature" else 0)
+    if coefficients.shape != (expected,):
+        raise CostModelError(f"{expected} features but {coefficients.size} coefficients")
     if not (np.all(np.isfinite(coefficients)) and math.isfinite(intercept)):
         raise CostModelError("coefficients and intercept must be finite numbers")
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise CostModelError("\"metadata\" must be an object")
-    layout = FeatureLayout(str(data["space"]), slots, groups, features)
-    return CostModel(layout, intercept, coefficients, float(data.get("ridge", 0.0)), metadata)
+    ridge = data.get("ridge", 0.0)
+    return CostModel(layout, intercept, coefficients, None if ridge is None else float(ridge), metadata, base,
+                     base_mode if base is not None else None)
 
 
 # ---- fitting --------------------------------------------------------------------------------
-def fit_cost_model(space: SearchSpace, genomes: Any, latencies_ms: Any, *, cross_terms: bool = False,
-                   ridge: float = 0.0, groups: Sequence[Sequence[int]] | None = None,
-                   metadata: Mapping[str, Any] | None = None) -> CostModel:
-    """Least squares (ridge if `ridge > 0`) of latency on the genome features of `space`."""
-    layout = FeatureLayout.build(space, cross_terms=cross_terms, groups=groups)
-    design = layout.encode(genomes)
+def build_layout(space: GenomeSpace, *, features: str = "shared", cross_terms: bool = False,
+                 groups: Sequence[Sequence[int]] | None = None, resolution: Any = None, head: Any = None,
+                 width_multiplier: float = 1.0) -> Layout:
+    if features == "onehot":
+        return FeatureLayout.build(space, cross_terms=cross_terms, groups=groups)
+    if features != "shared":
+        raise ValueError(f"features must be 'shared' or 'onehot', got {features!r}")
+    if cross_terms or groups is not None:
+        raise ValueError("cross terms belong to the one-hot features (features='onehot')")
+    return SharedFeatures(space, resolution=resolution, head=head, width_multiplier=width_multiplier)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A design ready to fit: columns, which are deviations, target, offset."""
+
+    x: np.ndarray
+    deviation: np.ndarray
+    y: np.ndarray
+    offset: np.ndarray
+    free: np.ndarray  # unpenalised columns: the base prediction in feature mode
+
+
+def prepare(layout: Layout, genomes: Any, latencies_ms: Any, base: CostModel | None = None,
+            base_mode: str | None = None) -> Prepared:
+    g = layout.check_genomes(genomes)
     y = np.asarray(latencies_ms, dtype=float)
-    if y.shape != (len(design),):
-        raise ValueError(f"{len(design)} genomes but {y.size} latencies")
+    if y.shape != (len(g),):
+        raise ValueError(f"{len(g)} genomes but {y.size} latencies")
     if not (np.all(np.isfinite(y)) and np.all(y > 0)):
         raise ValueError("latencies must be positive finite milliseconds")
-    if not (math.isfinite(ridge) and ridge >= 0):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge}")
-    needed = len(layout) + 1
-    if ridge == 0 and len(y) < needed:
-        raise ValueError(f"{len(y)} training architectures for {len(layout)} features "
-                         f"({'with' if cross_terms else 'without'} cross terms) plus the intercept: need at least "
-                         f"{needed}; sample more or set a ridge penalty")
-    if len(y) < 2:
-        raise ValueError(f"a cost model needs at least 2 training architectures, got {len(y)}")
-    x_mean, y_mean = design.mean(axis=0), float(y.mean())
-    centred = design - x_mean
-    if ridge > 0:
-        centred = np.vstack([centred, math.sqrt(ridge) * np.eye(len(layout))])
-        target = np.concatenate([y - y_mean, np.zeros(len(layout))])
-    else:
-        target = y - y_mean
-    coefficients = np.linalg.lstsq(centred, target, rcond=None)[0] if len(layout) else np.zeros(0)
-    return CostModel(layout, float(y_mean - x_mean @ coefficients), coefficients, float(ridge), dict(metadata or {}))
+    x = layout.encode(g)
+    deviation = layout.deviation_mask() if isinstance(layout, SharedFeatures) else np.zeros(len(layout), dtype=bool)
+    offset = np.zeros(len(y))
+    free = np.zeros(len(deviation), dtype=bool)
+    if base is not None:
+        if base_mode not in BASE_MODES:
+            raise ValueError(f"base_mode must be one of {', '.join(BASE_MODES)}, got {base_mode!r}")
+        if base.space != layout.space:
+            raise ValueError(f"the base model was fitted on space {base.space!r}, not {layout.space!r}")
+        predicted = base.predict_genomes(g)
+        if base_mode == "offset":
+            offset = predicted
+        else:
+            x, deviation = np.hstack([x, predicted[:, None]]), np.append(deviation, False)
+            free = np.append(free, True)
+    return Prepared(x, deviation, y, offset, free)
+
+
+def _check_size(layout: Layout, data: Prepared, n: int, ridge: float | None) -> list[str]:
+    """Refuse what cannot be fitted on `n` samples; return warnings for what may not generalise."""
+    features = len(layout)
+    kind = f"{features} features ({'with' if isinstance(layout, FeatureLayout) and layout.groups else 'without'} " \
+           "cross terms)" if isinstance(layout, FeatureLayout) else f"{features} features"
+    if ridge == 0 and n < features + 1:
+        raise ValueError(f"{n} training architectures for {kind} plus the intercept: need at least {features + 1}; "
+                         "sample more or let cross-validation choose a ridge penalty")
+    if n < 2:
+        raise ValueError(f"a cost model needs at least 2 training architectures, got {n}")
+    if ridge is None and n < ridge_lib.MIN_SAMPLES:
+        raise ValueError(f"{n} training architectures: choosing the ridge penalty by cross-validation needs at "
+                         f"least {ridge_lib.MIN_SAMPLES}; sample more")
+    warnings_: list[str] = []
+    shared = None
+    if isinstance(layout, SharedFeatures):  # the shared columns that vary in these samples
+        shared = int((data.x[:, ~data.deviation].std(axis=0) > 0).sum())
+    elif ridge is None and n < features + 1:
+        warnings_.append(f"{n} samples for {features} one-hot features: the cross-validated penalty, not the data, "
+                         "sets most per-slot costs; the shared features (features='shared') need far fewer samples")
+    if shared is not None and n < shared + 1:
+        warnings_.append(f"{n} samples for {shared} shared features: the ridge prior, not the data, sets part of the "
+                         "model; expect a larger error than the cross-validated one on new architectures")
+    if ridge is not None and n < 2 * (features + 1):
+        warnings_.append(f"a fixed ridge penalty {ridge:g} with {n} samples for {features} features: fewer than two "
+                         "samples per coefficient, so this fit likely overfits; let cross-validation choose the "
+                         "penalty (ridge=None, --ridge cv)")
+    return warnings_
+
+
+def _emit(messages: Sequence[str]) -> None:
+    import warnings
+
+    for message in messages:
+        warnings.warn(message, CostModelWarning, stacklevel=3)
+
+
+def fit_cost_model(space: GenomeSpace, genomes: Any, latencies_ms: Any, *, features: str = "shared",
+                   cross_terms: bool = False, ridge: float | None = None,
+                   groups: Sequence[Sequence[int]] | None = None, base: CostModel | None = None,
+                   base_mode: str = "offset", folds: int = ridge_lib.DEFAULT_FOLDS, seed: int = 0,
+                   resolution: Any = None, head: Any = None, width_multiplier: float = 1.0,
+                   metadata: Mapping[str, Any] | None = None) -> CostModel:
+    """Fit a cost model of `space` to measured latencies; `ridge=None` (default) chooses the
+    penalty (and for shared features how hard deviations are held back) by `folds`-fold
+    cross-validation on these samples only. `resolution`, `head`, `width_multiplier`: the
+    detector the latencies are of (architecture-language spaces with shared features)."""
+    if ridge is not None and not (math.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"ridge must be a finite number >= 0 or None (cross-validated), got {ridge}")
+    layout = build_layout(space, features=features, cross_terms=cross_terms, groups=groups, resolution=resolution,
+                          head=head, width_multiplier=width_multiplier)
+    data = prepare(layout, genomes, latencies_ms, base, base_mode if base is not None else None)
+    notes = _check_size(layout, data, len(data.y), ridge)
+    fitted = ridge_lib.fit_ridge(data.x, data.y - data.offset, data.deviation, lam=ridge, ratio=None,
+                                 folds=folds, seed=seed, free=data.free)
+    if fitted.at_grid_edge:
+        notes.append("cross-validation chose the strongest penalty tried: the features explain little of these "
+                     "latencies (noise, or a device this model cannot describe); predictions stay near the mean")
+    _emit(notes)
+    meta = {"samples": len(data.y), "features": features, "ridge_selection": "cv" if ridge is None else "fixed",
+            "deviation_ratio": fitted.ratio, "cv_rmse_ms": fitted.cv_rmse, "warnings": notes, **dict(metadata or {})}
+    return CostModel(layout, fitted.intercept, fitted.coefficients, fitted.lam, meta, base,
+                     base_mode if base is not None else None)
+
+
+# ---- cross-validated report with baselines ---------------------------------------------------
+def _ols_predictions(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold predictions of an unpenalised least-squares fit (the baselines)."""
+    return ridge_lib.cross_validated_predictions(x, y, lam=0.0, folds=folds, seed=seed)
+
+
+def baseline_designs(space: GenomeSpace, genomes: Any, *, resolution: Any = None, head: Any = None,
+                     width_multiplier: float = 1.0) -> dict[str, np.ndarray]:
+    """The baselines' designs: total MAdds (`madds`), and how often each op is chosen (`op-count`)."""
+    shared = SharedFeatures(space, resolution=resolution, head=head, width_multiplier=width_multiplier)
+    designs = {"op-count": shared.count_matrix(genomes)}
+    if any(name == "madds" or name.endswith(".madds") for name in shared.physics):
+        designs["madds"] = shared.madds(genomes)[:, None]  # a space without MAdds attributes has no such baseline
+    return designs
+
+
+def cross_validate(space: GenomeSpace, genomes: Any, latencies_ms: Any, *, baselines: bool = True,
+                   folds: int = ridge_lib.DEFAULT_FOLDS, seed: int = 0, **options: Any) -> dict[str, ErrorReport]:
+    """Held-out error of `fit_cost_model(space, genomes, latencies_ms, **options)` by `folds`-fold
+    cross-validation (each fold reselects the penalty on its own training part), under "model";
+    with `baselines`, of the MAdds-only and op-count regressions on the same folds."""
+    layout = build_layout(space, **{k: options[k] for k in ("features", "cross_terms", "groups", "resolution",
+                                                             "head", "width_multiplier") if k in options})
+    data = prepare(layout, genomes, latencies_ms, options.get("base"),
+                   options.get("base_mode", "offset") if options.get("base") is not None else None)
+    _check_size(layout, data, len(data.y) - math.ceil(len(data.y) / folds), options.get("ridge"))
+    predicted = ridge_lib.cross_validated_predictions(data.x, data.y, data.deviation, lam=options.get("ridge"),
+                                                      folds=folds, seed=seed, offset=data.offset, free=data.free)
+    reports = {"model": error_report(predicted, data.y)}
+    if baselines:
+        designs = baseline_designs(space, genomes, **{k: options[k] for k in ("resolution", "head",
+                                                                               "width_multiplier") if k in options})
+        for name, x in designs.items():
+            reports[name] = error_report(_ols_predictions(x, data.y, folds, seed), data.y)
+    return reports
 
 
 @dataclass(frozen=True)
@@ -396,7 +572,7 @@ class LatencySamples:
                 LatencySamples(self.space, self.genomes[test], self.latency_ms[test]))
 
 
-def sample_genomes(space: SearchSpace, count: int, seed: int = 0) -> np.ndarray:
+def sample_genomes(space: GenomeSpace, count: int, seed: int = 0) -> np.ndarray:
     """`count` distinct random genomes of `space` (uniform over its members)."""
     if count < 1:
         raise ValueError(f"sample at least one architecture, got {count}")
@@ -445,32 +621,38 @@ class FitResult:
 
 def fit(space: SearchSpace, samples: int, measure: Callable[[ArchSpec], float] | None = None, *,
         measure_many: Callable[[Sequence[ArchSpec]], Sequence[float]] | None = None, holdout: float = 0.2,
-        cross_terms: bool = False, ridge: float = 0.0, groups: Sequence[Sequence[int]] | None = None,
-        seed: int = 0, metadata: Mapping[str, Any] | None = None) -> FitResult:
+        features: str = "shared", cross_terms: bool = False, ridge: float | None = None,
+        groups: Sequence[Sequence[int]] | None = None, seed: int = 0, resolution: Any = None, head: Any = None,
+        width_multiplier: float = 1.0, metadata: Mapping[str, Any] | None = None) -> FitResult:
     """Collect `samples` end-to-end latencies, hold out a share, fit, and report both errors.
 
-    The feature count is checked before anything is measured: measurements can be expensive."""
+    The sample count is checked before anything is measured: measurements can be expensive."""
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction strictly between 0 and 1, got {holdout}")
-    layout = FeatureLayout.build(space, cross_terms=cross_terms, groups=groups)
+    layout = build_layout(space, features=features, cross_terms=cross_terms, groups=groups, resolution=resolution,
+                          head=head, width_multiplier=width_multiplier)
 
     def trained(n: int) -> int:
         return n - max(1, round(n * holdout))
 
-    if ridge == 0 and trained(samples) < len(layout) + 1:
-        enough = max(samples, math.floor((len(layout) + 1) / (1 - holdout)) - 2)
-        while trained(enough) < len(layout) + 1:
+    needed = len(layout) + 1 if ridge == 0 else ridge_lib.MIN_SAMPLES if ridge is None else 2
+    if trained(samples) < needed:
+        enough = samples
+        while trained(enough) < needed:
             enough += 1
+        what = (f"space {space.name!r} has {len(layout)} features "
+                f"({'with' if cross_terms else 'without'} cross terms) plus the intercept" if ridge == 0
+                else "choosing the penalty by cross-validation needs " f"{ridge_lib.MIN_SAMPLES}")
         raise ValueError(f"{samples} samples leave {trained(samples)} to fit on after holding out {holdout:g}, but "
-                         f"space {space.name!r} has {len(layout)} features ({'with' if cross_terms else 'without'} "
-                         f"cross terms) plus the intercept: need at least {enough} samples, or a ridge penalty")
+                         f"{what}: need at least {enough} samples, or a ridge penalty")
     data = collect_latencies(space, samples, measure, measure_many=measure_many, seed=seed)
     train, test = data.split(holdout, seed)
-    meta = {"samples": samples, "train": len(train), "holdout": len(test), "seed": seed, **dict(metadata or {})}
-    model = fit_cost_model(space, train.genomes, train.latency_ms, cross_terms=cross_terms, ridge=ridge,
-                           groups=groups, metadata=meta)
+    meta = {"train": len(train), "holdout": len(test), "seed": seed, **dict(metadata or {}), "samples": samples}
+    model = fit_cost_model(space, train.genomes, train.latency_ms, features=features, cross_terms=cross_terms,
+                           ridge=ridge, groups=groups, seed=seed, resolution=resolution, head=head,
+                           width_multiplier=width_multiplier, metadata=meta)
     train_report = error_report(model.predict_genomes(train.genomes), train.latency_ms)
     test_report = error_report(model.predict_genomes(test.genomes), test.latency_ms)
-    model = CostModel(model.layout, model.intercept, model.coefficients, model.ridge,
-                      {**meta, "train_error": train_report.to_json(), "holdout_error": test_report.to_json()})
+    model = dataclasses.replace(model, metadata={**model.metadata, "train_error": train_report.to_json(),
+                                                 "holdout_error": test_report.to_json()})
     return FitResult(model, train_report, test_report, data)

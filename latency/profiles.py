@@ -41,6 +41,10 @@ PROFILES: dict[str, ProfileSpec] = {
     "cpu": ProfileSpec("cpu", "measured", "cpu", "this machine's CPU: LiteRT int8 with XNNPACK, measured on first use"),
     "edgetpu": ProfileSpec("edgetpu", "modelled", "edgetpu", "Edge TPU: per-unit analytic model (not measured)"),
     "dsp": ProfileSpec("dsp", "modelled", "dsp", "Hexagon DSP: per-unit analytic model (not measured)"),
+    "coral-usb": ProfileSpec("coral-usb", "modelled", "coral-usb",
+                             "Coral USB Accelerator: Edge TPU model fitted to Coral's published table (not measured)"),
+    "coral-devboard": ProfileSpec("coral-devboard", "modelled", "coral-devboard",
+                                  "Coral Dev Board: Edge TPU model fitted to Coral's published table (not measured)"),
 }
 MEASURED_DEVICES = ("cpu",)
 

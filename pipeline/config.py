@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "latency": {
         "profile": None,              # a profile of the table to use as is (e.g. one measured over adb)
+        "cost_model": None,           # a fitted cost model (`tdbnas latency fit`) as the latency constraint instead
         "budget_ms": "auto",          # a number, or auto: the budget_quantile of the space's predicted latencies
         "budget_quantile": 0.5,
         "calibration_detectors": 3,   # full detectors timed end to end to fit a*sum+b (measured profiles)

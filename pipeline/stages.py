@@ -126,6 +126,10 @@ def _profile_name(run: Run) -> str:
     from tdbnas.latency import profiles
 
     device = run.config["device"]
+    if run.config["latency"].get("cost_model"):
+        from tdbnas.latency.learned_predictor import learned_name
+
+        return learned_name(run.config["latency"]["cost_model"])
     if run.config["latency"].get("profile"):
         return run.config["latency"]["profile"]
     if device["name"] in profiles.modelled_devices() and not device["delegate"]:
@@ -143,6 +147,12 @@ def predictor(run: Run, table):
     from tdbnas.latency import profiles
     from tdbnas.spaces import resolve_arch
 
+    if run.config["latency"].get("cost_model"):
+        from tdbnas.latency.learned_predictor import CostModelPredictor
+
+        learned = CostModelPredictor.load(run.config["latency"]["cost_model"], run.space())
+        learned.check(run.resolution, run.head())
+        return learned
     references = [resolve_arch(name) for name in run.config["references"]]
     return profiles.get_predictor(_profile_name(run), run.resolution, space=run.space(), archs=references,
                                   table=table, head=run.head(), threads=run.config["device"]["threads"])
@@ -175,14 +185,16 @@ def stage_latency(run: Run) -> dict[str, Any]:
             calibrate(table, name, [(m.arch, m.resolution, m.value_ms) for m in measured], head=run.head())
             lut = predictor(run, table)
         genomes = np.array([space.random_genome(run.config["seed"] + i) for i in range(2000)])
-        predicted = SpacePredictor(lut, space, run.resolution, head=run.head()).predict_genomes(genomes)
+        by_genome = lut if lut.kind == "learned" else SpacePredictor(lut, space, run.resolution, head=run.head())
+        predicted = by_genome.predict_genomes(genomes)
         budget = latency["budget_ms"]
         if budget == "auto":
             budget = float(np.quantile(predicted, latency["budget_quantile"]))
         constraints = Constraints([Budget(lut, float(budget))], resolution=run.resolution, head=run.head())
         minima = constraints.check_reachable(space)  # empty for a space with a pyramid (not enumerated)
         references = {ref: float(lut.predict(resolve_arch(ref), run.resolution, head=run.head()).total_ms)
-                      for ref in run.config["references"]}
+                      for ref in run.config["references"]  # a cost model prices members of its space only
+                      if lut.kind != "learned" or space.contains(resolve_arch(ref))}
     return {"profile": name, "kind": lut.kind, "runtime_version": lut.runtime_version, "budget_ms": float(budget),
             "budget_rule": latency["budget_ms"] if latency["budget_ms"] == "auto" else "given",
             "space_min_ms": float(minima[0].value) if minima else None, "space_latency_quantiles_ms": {

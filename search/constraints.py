@@ -36,7 +36,9 @@ class BudgetUnreachableError(ValueError):
 @dataclass(frozen=True)
 class Budget:
     """Predicted latency on `predictor`'s profile at most `budget_ms`; None only records it
-    (e.g. the latency axis of Pareto mode on a profile without a budget)."""
+    (e.g. the latency axis of Pareto mode on a profile without a budget). The predictor is a
+    table's `LatencyPredictor` or anything with its interface (a learned cost model:
+    `tdbnas.latency.learned_predictor.CostModelPredictor`)."""
 
     predictor: LatencyPredictor
     budget_ms: float | None = None
@@ -137,7 +139,9 @@ class Constraints:
             return []
         found = []
         for budget in self.budgets:
-            if budget.budget_ms is not None:
+            # Only a lookup table can be minimised block by block; a learned cost model's budget
+            # is checked by sampling (an InfeasibleError when nothing fits).
+            if budget.budget_ms is not None and isinstance(budget.predictor, LatencyPredictor):
                 minimum = min_latency(space, budget.predictor, self._hw, head=self.head,
                                       width_multiplier=self.width_multiplier)
                 found.append((budget.profile, budget.budget_ms, minimum))

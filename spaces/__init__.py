@@ -26,6 +26,7 @@ from tdbnas.spaces.catalog import (
     resolve_arch,
     resolve_pyramid,
 )
+from tdbnas.spaces.categorical import CATEGORICAL_SPACES, CategoricalSpace, resolve_genome_space
 from tdbnas.spaces.channels import as_hw, round_channels
 from tdbnas.spaces.costs import Cost, DetectorCost, backbone_cost, detector_cost, layer_cost
 from tdbnas.spaces.head import FeatureMap, SSDLiteHead
@@ -48,6 +49,7 @@ from tdbnas.spaces.pyramid_space import PyramidChoices, PyramidSearchSpace, pyra
 from tdbnas.spaces.space import (
     BlockChoices,
     BlockSpace,
+    GenomeSpace,
     InfeasibleError,
     NotInSpaceError,
     SearchSpace,
@@ -55,12 +57,13 @@ from tdbnas.spaces.space import (
 )
 
 __all__ = [
-    "ARCHS", "ArchSpec", "ArchStringError", "BlockChoices", "BlockSpace", "Conv", "Cost", "DepthwiseSeparable",
-    "DetectorCost", "FeatureInfo", "FeatureMap", "FusedIBN", "IBN", "InfeasibleError", "Layer", "LayerConfig",
+    "ARCHS", "ArchSpec", "ArchStringError", "BlockChoices", "BlockSpace", "CATEGORICAL_SPACES", "CategoricalSpace",
+    "Conv", "Cost", "DepthwiseSeparable", "DetectorCost", "FeatureInfo", "FeatureMap", "FusedIBN", "GenomeSpace",
+    "IBN", "InfeasibleError", "Layer", "LayerConfig",
     "LayerTemplate", "MergeCell", "NamedPyramid", "NotInSpaceError", "PYRAMIDS", "Primitive", "PyramidChoices",
     "PyramidSearchSpace", "PyramidSpec", "PyramidStringError", "ReferenceArch", "SPACES", "SSDLiteHead",
     "SearchSpace", "ShuffleBlock", "Skip", "Slot", "Tucker", "XceptionBlock", "as_hw", "backbone_cost",
     "detector_cost", "get_reference", "get_space", "head_primitives", "layer_cost", "layer_primitives",
     "parse_layer", "pyramid_space", "register_arch", "register_pyramid", "register_space", "resolve_arch",
-    "resolve_pyramid", "round_channels",
+    "resolve_genome_space", "resolve_pyramid", "round_channels",
 ]

@@ -127,3 +127,17 @@ class SSDLiteHead:
     def num_anchors(self, arch: ArchSpec, resolution: int | Sequence[int]) -> int:
         maps = self.feature_maps(arch, resolution)
         return sum(m.hw[0] * m.hw[1] * a for m, a in zip(maps, self.resolve(arch).anchors_per_location()))
+
+
+def head_from_settings(settings: dict, num_classes: int) -> SSDLiteHead:
+    """The MobileDets default head with `settings` (SSDLiteHead fields, lists allowed) applied:
+    the `head` section of a run or training config."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"head settings must be a mapping of SSDLiteHead fields, got {settings!r}")
+    known = set(SSDLiteHead.__dataclass_fields__) - {"num_classes"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown head settings {unknown}; known: {sorted(known)}")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    return SSDLiteHead(**{**overrides, "num_classes": num_classes})
+

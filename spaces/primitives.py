@@ -212,21 +212,43 @@ def pyramid_primitives(arch: ArchSpec, resolution: int | Sequence[int], width_mu
 
 
 def head_primitives(head: SSDLiteHead, arch: ArchSpec, resolution: int | Sequence[int],
-                    width_multiplier: float = 1.0) -> list[Primitive]:
-    """Extra feature layers, then per map the box and class predictors (SSDLite)."""
+                    width_multiplier: float = 1.0, *, depthwise: bool = True, box_kernel: int | None = None
+                    ) -> list[Primitive]:
+    """Extra feature layers, then per map the box and class predictors: SSDLite by default.
+
+    `depthwise=False` is the TF Object Detection API SSD (non-Lite) head on the same maps and
+    anchors (`use_depthwise: false`; `kernel_size: 1` in the ssd_mobilenet_v{1,2}_quantized_300x300
+    configs, `box_kernel`): extra layers `1x1 conv to depth/2 -> 3x3 stride-2 regular conv to
+    depth`, regular-conv predictors. tdbnas builds and trains SSDLite heads only; the SSD head is
+    here for costing and latency models."""
     head = head.resolve(arch)
     maps = head.feature_maps(arch, resolution, width_multiplier)
+    kernel = head.kernel if box_kernel is None else box_kernel
     n_from = len(head.from_features)
     ops: list[Primitive] = []
     previous = maps[n_from - 1]
     for index, depth in enumerate(head.extra_depths, start=1):
         mid, out = head.extra_widths(depth, width_multiplier)
-        ops += [_conv(f"extra{index}_1x1", previous.hw, previous.channels, mid, act="relu6"),
-                _dw(f"extra{index}_dw", previous.hw, mid, 3, 2, act="relu6"),
-                _conv(f"extra{index}_pw", maps[n_from + index - 1].hw, mid, out, act="relu6")]
+        ops.append(_conv(f"extra{index}_1x1", previous.hw, previous.channels, mid, act="relu6"))
+        if depthwise:
+            ops += [_dw(f"extra{index}_dw", previous.hw, mid, 3, 2, act="relu6"),
+                    _conv(f"extra{index}_pw", maps[n_from + index - 1].hw, mid, out, act="relu6")]
+        else:
+            ops.append(_conv(f"extra{index}_conv", previous.hw, mid, out, 3, 2, act="relu6"))
         previous = maps[n_from + index - 1]
     for index, (fmap, anchors) in enumerate(zip(maps, head.anchors_per_location())):
         for what, width in (("box", 4), ("class", head.class_slots)):
-            ops += [_dw(f"{what}{index}_dw", fmap.hw, fmap.channels, head.kernel, act="relu6"),
-                    _conv(f"{what}{index}_pw", fmap.hw, fmap.channels, anchors * width, bn=False, bias=True)]
+            if depthwise:
+                ops += [_dw(f"{what}{index}_dw", fmap.hw, fmap.channels, kernel, act="relu6"),
+                        _conv(f"{what}{index}_pw", fmap.hw, fmap.channels, anchors * width, bn=False, bias=True)]
+            else:
+                ops.append(_conv(f"{what}{index}", fmap.hw, fmap.channels, anchors * width, kernel, bn=False,
+                                 bias=True))
     return ops
+
+
+def classifier_primitives(channels: int, hw: tuple[int, int], classes: int) -> list[Primitive]:
+    """Global average pool, then the logits as a 1x1 conv with bias (the ImageNet classifiers'
+    head: 1001 classes in the TF-slim and TPU model zoos)."""
+    return [Primitive("gap", "pool", hw, channels, channels),
+            _conv("logits", (1, 1), channels, classes, bn=False, bias=True)]

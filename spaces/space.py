@@ -66,47 +66,24 @@ def as_rng(rng: RandomLike) -> random.Random:
     return random.Random(rng)
 
 
-class SearchSpace(ABC):
-    """A product of categorical slots whose every member decodes to a valid backbone.
+class GenomeSpace(ABC):
+    """A product of named categorical slots: what search operators and learned cost models need.
 
-    Subclasses define `slots`, `decode`, `encode` and `layer_configs`; sampling, mutation,
-    crossover, size and the feasibility hook are shared.
+    A member is a *genome*, one choice index per slot. Random draws, mutation and crossover
+    work on genomes alone; `SearchSpace` adds the architecture every genome decodes to, while a
+    plain `CategoricalSpace` (`tdbnas.spaces.categorical`) has named choices only.
     """
 
     name: str = "space"
     description: str = ""
-    #: Optional predicate (e.g. predicted latency <= budget). Sampling, mutation and
-    #: crossover retry until it holds; set it with `with_feasibility`.
-    feasible: Feasibility | None = None
 
     @property
     @abstractmethod
     def slots(self) -> tuple[Slot, ...]: ...
 
-    @abstractmethod
-    def decode(self, genome: Sequence[int]) -> ArchSpec:
-        """The architecture of a genome."""
-
-    @abstractmethod
-    def encode(self, arch: ArchSpec) -> Genome:
-        """The genome of an architecture; `NotInSpaceError` if the space cannot express it."""
-
-    @abstractmethod
-    def layer_configs(self, resolution: int | Sequence[int], width_multiplier: float = 1.0) -> frozenset[LayerConfig]:
-        """Every distinct placed layer (skips excluded) that some member contains at `resolution`:
-        exactly what a latency table for this space must hold."""
-
-    # ---- shared behaviour --------------------------------------------------------------
     def size(self) -> int:
-        """Number of distinct members (every genome is a distinct architecture)."""
+        """Number of distinct members (every genome is a distinct member)."""
         return math.prod(len(slot) for slot in self.slots)
-
-    def contains(self, arch: ArchSpec) -> bool:
-        try:
-            self.encode(arch)
-        except NotInSpaceError:
-            return False
-        return True
 
     def check_genome(self, genome: Sequence[int]) -> Genome:
         slots = self.slots
@@ -116,15 +93,6 @@ class SearchSpace(ABC):
             if isinstance(gene, bool) or not isinstance(gene, int) or not 0 <= gene < len(slot):
                 raise ValueError(f"gene {gene!r} out of range for slot {slot.name!r} ({len(slot)} choices)")
         return tuple(genome)
-
-    def with_feasibility(self, predicate: Feasibility | None) -> SearchSpace:
-        """A copy of this space whose sampling, mutation and crossover respect `predicate`."""
-        constrained = copy.copy(self)
-        constrained.feasible = predicate
-        return constrained
-
-    def is_feasible(self, arch: ArchSpec) -> bool:
-        return self.feasible is None or bool(self.feasible(arch))
 
     def random_genome(self, rng: RandomLike = None) -> Genome:
         rng = as_rng(rng)
@@ -145,6 +113,48 @@ class SearchSpace(ABC):
         rng = as_rng(rng)
         a, b = self.check_genome(a), self.check_genome(b)
         return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b))
+
+
+class SearchSpace(GenomeSpace):
+    """A genome space whose every member decodes to a valid backbone.
+
+    Subclasses define `slots`, `decode`, `encode` and `layer_configs`; sampling, mutation,
+    crossover, size and the feasibility hook are shared.
+    """
+
+    #: Optional predicate (e.g. predicted latency <= budget). Sampling, mutation and
+    #: crossover retry until it holds; set it with `with_feasibility`.
+    feasible: Feasibility | None = None
+
+    @abstractmethod
+    def decode(self, genome: Sequence[int]) -> ArchSpec:
+        """The architecture of a genome."""
+
+    @abstractmethod
+    def encode(self, arch: ArchSpec) -> Genome:
+        """The genome of an architecture; `NotInSpaceError` if the space cannot express it."""
+
+    @abstractmethod
+    def layer_configs(self, resolution: int | Sequence[int], width_multiplier: float = 1.0) -> frozenset[LayerConfig]:
+        """Every distinct placed layer (skips excluded) that some member contains at `resolution`:
+        exactly what a latency table for this space must hold."""
+
+    # ---- shared behaviour --------------------------------------------------------------
+    def contains(self, arch: ArchSpec) -> bool:
+        try:
+            self.encode(arch)
+        except NotInSpaceError:
+            return False
+        return True
+
+    def with_feasibility(self, predicate: Feasibility | None) -> SearchSpace:
+        """A copy of this space whose sampling, mutation and crossover respect `predicate`."""
+        constrained = copy.copy(self)
+        constrained.feasible = predicate
+        return constrained
+
+    def is_feasible(self, arch: ArchSpec) -> bool:
+        return self.feasible is None or bool(self.feasible(arch))
 
     def sample(self, rng: RandomLike = None, max_tries: int = DEFAULT_MAX_TRIES) -> ArchSpec:
         """A uniformly random member (among feasible ones when a predicate is set)."""
@@ -256,6 +266,15 @@ def read_description(path: str | Path) -> Any:
                          f"{exc}") from None
 
 
+def from_description_file(path: str | Path, build: Callable[[Any], Any]) -> Any:
+    """`build(description)` of a description file, its errors prefixed with the file's name."""
+    data = read_description(path)
+    try:
+        return build(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 class BlockSpace(SearchSpace):
     """The generic categorical space over a block skeleton (see the module docstring)."""
 
@@ -305,11 +324,7 @@ class BlockSpace(SearchSpace):
     @classmethod
     def from_file(cls, path: str | Path) -> BlockSpace:
         """Load a description from YAML (`.yaml`/`.yml`) or JSON, with safe loaders only."""
-        data = read_description(path)
-        try:
-            return cls.from_description(data)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        return from_description_file(path, cls.from_description)
 
     def to_description(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "blocks": [

@@ -107,7 +107,7 @@ def test_a_linear_truth_is_recovered_and_prediction_is_vectorised():
     genomes = cm.sample_genomes(space, 600, seed=1)
     truth = bias + layout.encode(genomes) @ weights
     noisy = truth * (1 + rng.normal(0, 0.002, len(truth)))
-    model = cm.fit_cost_model(space, genomes[:500], noisy[:500])
+    model = cm.fit_cost_model(space, genomes[:500], noisy[:500], features="onehot", ridge=0)
     np.testing.assert_allclose(model.coefficients, weights, atol=0.02)
     held_out = cm.error_report(model.predict_genomes(genomes[500:]), truth[500:])
     assert held_out.median_ape_pct < 0.3 and held_out.within_10_pct == 1.0 and held_out.spearman > 0.99
@@ -130,9 +130,9 @@ def test_cross_terms_capture_interactions_of_a_modelled_edgetpu_truth():
 
     rng = np.random.default_rng(7)
     noisy = lambda arch: truth(arch) * (1 + rng.normal(0, 0.01))  # noqa: E731
-    main = cm.fit(SMALL, 500, noisy, holdout=0.3, seed=11)
+    main = cm.fit(SMALL, 500, noisy, holdout=0.3, seed=11, features="onehot", ridge=0)
     rng = np.random.default_rng(7)
-    cross = cm.fit(SMALL, 500, noisy, holdout=0.3, seed=11, cross_terms=True)
+    cross = cm.fit(SMALL, 500, noisy, holdout=0.3, seed=11, features="onehot", cross_terms=True, ridge=0)
     assert cross.holdout.median_ape_pct < 2.0 and cross.holdout.within_10_pct == 1.0
     assert cross.holdout.median_ape_pct < 0.75 * main.holdout.median_ape_pct
     assert cross.holdout.spearman > main.holdout.spearman
@@ -142,19 +142,21 @@ def test_cross_terms_capture_interactions_of_a_modelled_edgetpu_truth():
 
 def test_too_few_samples_for_the_features_is_one_clear_error():
     with pytest.raises(ValueError, match=r"need at least 337 samples, or a ridge penalty") as info:
-        cm.fit(get_space("tdb"), 100, edgetpu_ms)
+        cm.fit(get_space("tdb"), 100, edgetpu_ms, features="onehot", ridge=0)
     assert "\n" not in str(info.value)
     genomes = cm.sample_genomes(SMALL, 10)
     with pytest.raises(ValueError, match="10 training architectures for 23 features"):
-        cm.fit_cost_model(SMALL, genomes, np.ones(10))
-    ridge = cm.fit_cost_model(SMALL, genomes, np.arange(1, 11, dtype=float), ridge=0.1)  # underdetermined is fine
+        cm.fit_cost_model(SMALL, genomes, np.ones(10), features="onehot", ridge=0)
+    with pytest.warns(cm.CostModelWarning, match="likely overfits"):  # underdetermined is fine, with a warning
+        ridge = cm.fit_cost_model(SMALL, genomes, np.arange(1, 11, dtype=float), features="onehot", ridge=0.1)
     assert np.isfinite(ridge.predict_genomes(genomes)).all()
 
 
 def test_ridge_shrinks_the_coefficients():
     genomes = cm.sample_genomes(SMALL, 80, seed=2)
     y = np.array([edgetpu_ms(SMALL.decode(tuple(map(int, g)))) for g in genomes])
-    norms = [np.linalg.norm(cm.fit_cost_model(SMALL, genomes, y, ridge=r).coefficients) for r in (0, 1, 100)]
+    norms = [np.linalg.norm(cm.fit_cost_model(SMALL, genomes, y, features="onehot", ridge=r).coefficients)
+             for r in (0, 1, 100)]
     assert norms[0] > norms[1] > norms[2]
 
 
@@ -174,8 +176,9 @@ def test_collection_checks_the_measurements_and_samples_distinct_members():
 # ---- JSON -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fitted():
-    return cm.fit(SMALL, 120, edgetpu_ms, holdout=0.25, cross_terms=True, ridge=0.01, seed=5,
-                  metadata={"profile": "edgetpu", "kind": "modelled"})
+    with pytest.warns(cm.CostModelWarning, match="likely overfits"):  # 90 samples, 61 features, fixed penalty
+        return cm.fit(SMALL, 120, edgetpu_ms, holdout=0.25, features="onehot", cross_terms=True, ridge=0.01,
+                      seed=5, metadata={"profile": "edgetpu", "kind": "modelled"})
 
 
 def test_json_round_trip(fitted, tmp_path):

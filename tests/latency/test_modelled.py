@@ -167,7 +167,7 @@ def test_the_fit_refuses_calibration_models_that_fall_back():
 
 # ---- the contract with tdbnas.latency.profiles ----------------------------------------------
 def test_profiles_contract_and_every_unit_kind():
-    assert set(m.MODELLED_PROFILES) == {"edgetpu", "dsp"}
+    assert set(m.MODELLED_PROFILES) == {"edgetpu", "dsp", "coral-usb", "coral-devboard"} == set(m.DEVICES)
     for device, info in m.MODELLED_PROFILES.items():
         assert info["version"] == m.VERSION and set(info["calibration"]) == {"a", "b"}
         assert "modelled" in info["note"]
