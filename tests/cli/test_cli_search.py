@@ -7,11 +7,10 @@ import sys
 
 import pytest
 
-from tdbnas.cli import search as search_cli
 from tdbnas.cli.main import main
 from tdbnas.latency.predictor import LatencyPredictor
 from tdbnas.latency.table import LatencyTable
-from tdbnas.search import SyntheticFitness, min_latency
+from tdbnas.search import min_latency
 from tdbnas.spaces import ArchSpec, SSDLiteHead, detector_cost, get_space
 
 SMALL = ["--generations", "2", "--population", "8", "--parents", "2", "--mutations", "3", "--crossovers", "3"]
@@ -22,11 +21,6 @@ def run(capsys, *argv):
     out, err = capsys.readouterr()
     return code, out, err
 
-
-@pytest.fixture
-def synthetic(monkeypatch):
-    monkeypatch.setattr(search_cli, "fitness_factory",
-                        lambda args: SyntheticFitness(get_space(args.space), 0, metric="score").factory)
 
 
 def test_search_writes_the_run_and_resumes(tmp_path, capsys, synthetic):

@@ -6,11 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from tdbnas.cli import search as search_cli
 from tdbnas.cli.main import main
 from tdbnas.latency import cost_model as cm
 from tdbnas.latency import modelled
-from tdbnas.search import SyntheticFitness
 from tdbnas.search.rundb import RunDB
 from tdbnas.spaces import get_space
 
@@ -22,11 +20,6 @@ def run(capsys, *argv):
     out, err = capsys.readouterr()
     return code, out, err
 
-
-@pytest.fixture
-def synthetic(monkeypatch):
-    monkeypatch.setattr(search_cli, "fitness_factory",
-                        lambda args: SyntheticFitness(get_space(args.space), 0, metric="score").factory)
 
 
 @pytest.fixture(scope="module")
