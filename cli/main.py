@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         if os.environ.get("TDBNAS_DEBUG"):
             traceback.print_exc()
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        # One line, always: line breaks inside (a file name with one, a subprocess's stderr) are escaped.
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
         print(f"tdbnas {args.command}: error: {message}", file=sys.stderr)
         return 2
 
