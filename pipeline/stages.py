@@ -142,7 +142,7 @@ def _fit_head(run: Run, train) -> dict[str, Any]:
     from tdbnas.pipeline.config import DEFAULTS
 
     base = head_settings(TrainConfig(head=DEFAULTS["head"]), train.num_classes)
-    boxes, _ = input_boxes(train, run.resolution)
+    boxes, _ = input_boxes(train, run.resolution, run.config["retrain"].get("resize", "stretch"))
     proposal = propose_head(boxes, base, run.space().sample(run.config["seed"]), run.resolution)
     run.log(f"[data] head fitted to {proposal.boxes} boxes: {proposal.current_matched:.1%} -> {proposal.matched:.1%} "
             "of them have an anchor at IoU >= 0.5")

@@ -100,3 +100,32 @@ def test_train_with_head_auto_on_a_set_without_val_records_everything_eval_rebui
                        "--head", "auto", "--strong-augmentation", "--batch-size", "8", "--max-minutes", "0.05",
                        "--workers", "0", "--out", out, "--no-progress")
     assert code == 0, err
+
+
+TINY_SPACE = """\
+name: tiny
+blocks:
+  - {name: stem, layers: 1, stride: 2, widths: [8], ops: [conv_k3]}
+  - {name: b1, layers: 1, stride: 2, widths: [8], ops: [ir_k3_e2]}
+  - {name: b2, layers: 1, stride: 2, widths: [16], ops: [ir_k3_e2, er_k3_e2]}
+  - {name: b3, layers: 1, stride: 2, widths: [16], ops: [ir_k3_e2]}
+  - {name: b4, layers: 1, stride: 2, widths: [24], ops: [ir_k3_e2]}
+"""
+
+
+@pytest.mark.slow
+def test_supernet_train_with_head_auto_records_the_fitted_head(small_objects, tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(TINY_SPACE)
+    out = tmp_path / "sn"
+    code, _, err = run(capsys, "supernet", "train", "--space", tmp_path / "tiny.yaml", "--data", small_objects,
+                       "--resolution", "128", "--head", "auto", "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                       "--threads", "1", "--out", out, "--no-progress")
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["head"] == json.loads((out / "head_proposal.json").read_text())["settings"]
+    assert config["head"]["from_features"][0] == "C3"
+    code, printed, err = run(capsys, "supernet", "eval", "--checkpoint", out, "--arch",
+                             "conv_k3_s2_c8/ir_k3_s2_e2_c8/ir_k3_s2_e2_c16/ir_k3_s2_e2_c16/ir_k3_s2_e2_c24",
+                             "--recalibration-images", "8", "--max-images", "4", "--json")
+    assert code == 0, err  # the supernet is rebuilt with the recorded head: the weights fit
+    assert {"mAP_small", "mAP_medium", "mAP_large"} <= set(json.loads(printed)["results"][0])

@@ -65,3 +65,21 @@ def test_run_on_a_users_non_square_coco_export(tmp_path, capsys, monkeypatch):
     assert set(results["retrain"]["val_metrics"]) >= {"mAP", "mAP_small", "mAP_medium", "mAP_large"}
     assert results["measure"]["plain_interpreter"]["images"] == 4
     assert (out / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+def test_the_deployment_check_prepares_inputs_exactly_as_training(mode, tmp_path):
+    """plain_check.py (no tdbnas imports) follows the export metadata's pre-processing note: the
+    same pixels and the same box mapping as `transforms.fit_to_input`."""
+    from tdbnas.detection.data.transforms import fit_to_input
+    from tdbnas.export.pipeline import preprocessing_note
+    from tdbnas.pipeline.plain_check import fit, preprocessing
+
+    pixels = np.random.default_rng(0).integers(0, 255, (90, 150, 3), dtype=np.uint8)
+    note = preprocessing_note(mode, (64, 64))
+    (tmp_path / "m.json").write_text(json.dumps({"metadata": {"input": {"resize": note}}}))
+    assert preprocessing(str(tmp_path / "m.tflite")) == note
+    deployed, (sy, sx, oy, ox) = fit(Image.fromarray(pixels), 64, 64, note)
+    trained, _, frame = fit_to_input(pixels, np.zeros((0, 4), np.float32), (64, 64), mode)
+    assert np.array_equal(deployed.astype(np.uint8), trained)
+    assert (sy, sx) == pytest.approx(frame.scale) and (oy, ox) == pytest.approx(frame.offset)
