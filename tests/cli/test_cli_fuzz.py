@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -218,6 +218,9 @@ def space_descriptions(draw):
 
 @FUZZ
 @given(text=space_descriptions(), suffix=st.sampled_from([".yaml", ".json"]))
+# found by this test: a lone surrogate (legal in a JSON/YAML escape) in the error message
+@example(text='{"name": "s", "blocks": [{"name": "\\ud800", "layers": 0, "stride": 1, "widths": [], "ops": []}]}',
+         suffix=".yaml")
 def test_fuzzed_space_files_give_a_summary_or_one_error_line(text, suffix, tmp_path_factory, capsys):
     path = tmp_path_factory.mktemp("space") / f"space{suffix}"
     path.write_text(text)
