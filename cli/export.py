@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         v = report["verify"]
         agreement = v["box_agreement"]
         print(f"verify on {v['split']} ({v['images']} images): mAP torch {v['torch']['mAP']:.4f}, tflite "
-              f"{v['tflite']['mAP']:.4f} ({100 * v['mAP_difference']:+.2f} AP points); boxes: "
+              f"{v['tflite']['mAP']:.4f} ({100 * v['mAP_difference']:+.2f} AP points; tflite small/medium/large "
+              + "/".join(f"{v['tflite'][k]:.4f}" for k in ("mAP_small", "mAP_medium", "mAP_large")) + "); boxes: "
               f"{agreement['torch_detections_compared']} confident torch detections, median IoU "
               f"{agreement['median_iou'] if agreement['median_iou'] is not None else float('nan'):.3f}")
     return 0

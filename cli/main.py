@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         if os.environ.get("TDBNAS_DEBUG"):
             traceback.print_exc()
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        # One printable line, always: line breaks inside (a file name with one, a subprocess's stderr)
+        # are escaped, and so is what the terminal cannot encode (lone surrogates from a JSON file).
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
+        encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+        message = message.encode(encoding, "backslashreplace").decode(encoding)
         print(f"tdbnas {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,7 @@ examples:
   tdbnas run --budget-ms 6 --out runs/b6              a stricter CPU budget
   tdbnas run --device edgetpu --budget-ms 7           search against the modelled Edge TPU profile
   tdbnas run --config full --data /data/coco --out runs/coco   MobileDets/DetNAS-sized settings
+  tdbnas run --data my_labels --resolution 320 --head auto     your COCO export, anchors fitted to it
   tdbnas run --set search.generations=8 --set supernet.max_minutes=10
 """
 
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resolution", type=positive_int, help="square input size")
     parser.add_argument("--space", help="search space (registered name or description file)")
     parser.add_argument("--threads", type=positive_int, help="interpreter threads for profiling and timing")
+    parser.add_argument("--head", choices=("auto",), help="auto: anchors fitted to the training boxes (head: auto)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any setting, dotted (e.g. search.generations=8); the value is read as YAML")
     parser.add_argument("--until", choices=("data", "latency", "supernet", "search", "retrain", "export",
@@ -61,7 +63,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
     for flag, key in (("out", "out"), ("budget_ms", "latency.budget_ms"), ("data", "data.root"),
                       ("resolution", "resolution"), ("space", "space"), ("threads", "device.threads"),
-                      ("device", "device.name")):
+                      ("device", "device.name"), ("head", "head")):
         value = getattr(args, flag)
         if value is not None:
             put(key, value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from tdbnas.cli.common import positive_float, positive_int, resolution, table
 
@@ -32,8 +31,9 @@ examples:
 """
 
 # Settings of `tdbnas train` that a supernet run takes as they are.
-_SHARED_TRAIN_FLAGS = {"data", "train_split", "resolution", "width_multiplier", "epochs", "batch_size", "lr",
-                       "warmup_epochs", "weight_decay", "seed", "workers", "threads", "max_minutes", "device"}
+_SHARED_TRAIN_FLAGS = {"data", "train_split", "resolution", "resize", "head", "width_multiplier", "epochs",
+                       "batch_size", "lr", "warmup_epochs", "weight_decay", "seed", "workers", "threads",
+                       "max_minutes", "device"}
 SUPERNET_FLAGS = (
     ("--space", "space", str, "registered space or description file (default tdb)"),
     ("--weight-sharing", "weight_sharing", str, "none (per-choice weights, default), in or width (sliced)"),
@@ -43,7 +43,7 @@ SUPERNET_FLAGS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tdbnas.cli.train import TRAIN_FLAGS
+    from tdbnas.cli.train import TRAIN_FLAGS, add_augmentation_flags
 
     parser = sub.add_parser("supernet", help="train a one-shot supernet; score architectures with it",
                             description="The weight-sharing supernet of a search space (DetNAS / SPOS).",
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it exists)")
     for flag, name, kind, text in SUPERNET_FLAGS + tuple(f for f in TRAIN_FLAGS if f[1] in _SHARED_TRAIN_FLAGS):
         train.add_argument(flag, dest=name, type=kind, default=None, help=text)
+    add_augmentation_flags(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=run_train)
 
@@ -89,17 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from tdbnas.cli.train import load_settings
+    from tdbnas.cli.train import settings_from
     from tdbnas.search.supernet_train import SupernetTrainConfig, train_supernet
 
-    settings: dict[str, Any] = load_settings(args.config) if args.config else {}
-    for name in [f[1] for f in SUPERNET_FLAGS] + sorted(_SHARED_TRAIN_FLAGS):
-        value = getattr(args, name)
-        if value is not None:
-            settings[name] = value
-    if args.no_progress:
-        settings["progress"] = False
-    config = SupernetTrainConfig.from_dict(settings)
+    config = SupernetTrainConfig.from_dict(settings_from(args, [f[1] for f in SUPERNET_FLAGS]
+                                                         + sorted(_SHARED_TRAIN_FLAGS)))
     if not config.data:
         raise ValueError("no dataset: pass --data DIR (e.g. from `tdbnas data synth --out DIR`) or set 'data' "
                          "in --config")
@@ -121,10 +116,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"settings": evaluator.settings, "results": results}, indent=2))
         return 0
-    rows = [(r["arch"] if len(r["arch"]) <= 60 else r["arch"][:57] + "...", f"{r['mAP']:.4f}", f"{r['mAP_50']:.4f}",
+    metrics = ("mAP", "mAP_50", "mAP_small", "mAP_medium", "mAP_large")
+    rows = [(r["arch"] if len(r["arch"]) <= 60 else r["arch"][:57] + "...", *(f"{r[k]:.4f}" for k in metrics),
              r["recalibration_images"], r["images"], f"{r['seconds']:.1f}") for r in results]
-    print(table(["arch", "mAP", "mAP_50", "recal images", "search images", "s"], rows,
-                right=("mAP", "mAP_50", "recal images", "search images", "s")))
+    print(table(["arch", *metrics, "recal images", "search images", "s"], rows,
+                right=(*metrics, "recal images", "search images", "s")))
     return 0
 
 

@@ -14,9 +14,16 @@ Settings come from the defaults, then --config FILE (YAML or JSON, keys as in co
 run), then flags. Rerunning the same command resumes from OUT/checkpoint.pt; the resolved
 settings are saved as OUT/config.json. Under torchrun the run uses DistributedDataParallel.
 
+Data-dependent defaults are resolved when the run starts and saved in config.json: without
+--epochs, 15 epochs on 2,000+ images and more on smaller sets (up to 200); --head auto fits the
+anchors to the training boxes (OUT/head_proposal.json has the matched shares; see `tdbnas data
+check`); a dataset with no validation split gets one carved from train (--val-fraction, under
+OUT/data). --strong-augmentation adds SSD's photometric distortion to crop and flip.
+
 examples:
   tdbnas data synth --out data/synth
   tdbnas train --data data/synth --arch mobiledet-edgetpu --out runs/edgetpu --epochs 15
+  tdbnas train --data my_labels --resolution 320 --head auto --strong-augmentation --out runs/mine
   tdbnas train --config my_run.yaml --out runs/exp1 --lr 0.1
   torchrun --nproc-per-node 4 -m tdbnas.cli train --data /data/coco --resolution 320 --out runs/coco
 """
@@ -32,6 +39,20 @@ examples:
   tdbnas eval --weights model.pt --arch mobiledet-edgetpu --data data/synth --resolution 160
 """
 
+def resize_mode(text: str) -> str:
+    from tdbnas.detection.data.transforms import RESIZE_MODES
+
+    if text not in RESIZE_MODES:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(RESIZE_MODES)}")
+    return text
+
+
+def head_choice(text: str) -> str:
+    if text != "auto":
+        raise argparse.ArgumentTypeError("only 'auto' here; set other head settings in a --config file (head: {...})")
+    return text
+
+
 # Flags that map one-to-one onto TrainConfig fields: (flag, field, type, help).
 TRAIN_FLAGS = (
     ("--arch", "arch", str, "registered name, architecture string or .json file"),
@@ -39,8 +60,10 @@ TRAIN_FLAGS = (
     ("--train-split", "train_split", str, "training split name (default train)"),
     ("--val-split", "val_split", str, "evaluation split name (default val; '' for none)"),
     ("--resolution", "resolution", positive_int, "square input size (default 160)"),
+    ("--resize", "resize", resize_mode, "how images of other sizes fit the input: stretch (default) or letterbox"),
+    ("--head", "head", head_choice, "auto: anchors fitted to the training boxes (default: MobileDets anchors)"),
     ("--width-multiplier", "width_multiplier", positive_float, "backbone width multiplier"),
-    ("--epochs", "epochs", positive_float, "training length in epochs (default 15)"),
+    ("--epochs", "epochs", positive_float, "training length in epochs (default 15; more on sets under 2,000 images)"),
     ("--batch-size", "batch_size", positive_int, "images per step (per process)"),
     ("--lr", "lr", positive_float, "peak learning rate after warm-up"),
     ("--warmup-epochs", "warmup_epochs", float, "linear warm-up length"),
@@ -48,6 +71,7 @@ TRAIN_FLAGS = (
     ("--seed", "seed", int, "seed for initialisation, order and augmentation"),
     ("--workers", "workers", int, "data-loading processes"),
     ("--threads", "threads", positive_int, "torch CPU threads"),
+    ("--val-fraction", "val_fraction", float, "share of train held out when the data has no val split (0.1)"),
     ("--eval-every", "eval_every_epochs", float, "evaluate every N epochs (0: only at the end)"),
     ("--eval-images", "eval_images", positive_int, "evaluate on the first N images only"),
     ("--max-minutes", "max_minutes", positive_float, "stop after this much training time"),
@@ -63,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it exists)")
     for flag, name, kind, text in TRAIN_FLAGS:
         parser.add_argument(flag, dest=name, type=kind, default=None, help=text)
+    add_augmentation_flags(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_train)
 
@@ -80,6 +105,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(handler=run_eval)
+
+
+def add_augmentation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strong-augmentation", action="store_true", default=None,
+                        help="random crop, flips and photometric distortion (for a few hundred images)")
+    parser.add_argument("--vertical-flip", action="store_true", default=None,
+                        help="also flip upside down (aerial and microscope images)")
+
+
+def settings_from(args: argparse.Namespace, names) -> dict[str, Any]:
+    """--config FILE, then the flags of `names` that were given (and the augmentation switches)."""
+    settings: dict[str, Any] = load_settings(args.config) if args.config else {}
+    for name in [*names, "strong_augmentation", "vertical_flip"]:
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    if args.no_progress:
+        settings["progress"] = False
+    return settings
 
 
 def load_settings(path: str | Path) -> dict[str, Any]:
@@ -103,14 +147,7 @@ def load_settings(path: str | Path) -> dict[str, Any]:
 def run_train(args: argparse.Namespace) -> int:
     from tdbnas.detection.train import TrainConfig, train
 
-    settings: dict[str, Any] = load_settings(args.config) if args.config else {}
-    for _, name, _, _ in TRAIN_FLAGS:
-        value = getattr(args, name)
-        if value is not None:
-            settings[name] = value
-    if args.no_progress:
-        settings["progress"] = False
-    config = TrainConfig.from_dict(settings)
+    config = TrainConfig.from_dict(settings_from(args, [name for _, name, _, _ in TRAIN_FLAGS]))
     if not config.data:
         raise ValueError("no dataset: pass --data DIR (e.g. from `tdbnas data synth --out DIR`) or set 'data' "
                          "in --config")
@@ -139,7 +176,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if not arch_text or not data:
         raise ValueError(f"{weights} has no config.json beside it: pass --arch and --data")
     state = load_weights(weights)
-    dataset = build_dataset(data, split, size=resolution, train=False)
+    dataset = build_dataset(data, split, size=resolution, train=False, resize=run_config.get("resize", "stretch"))
     head = head_settings(TrainConfig(head=run_config.get("head") or {}), dataset.num_classes)
     model = SSDLite(resolve_arch(arch_text), num_classes=dataset.num_classes, head=head,
                     width_multiplier=run_config.get("width_multiplier", 1.0))

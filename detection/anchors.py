@@ -50,14 +50,25 @@ def box_specs(head: SSDLiteHead, min_scale: float = 0.2, max_scale: float = 0.95
     return specs
 
 
+def anchor_shapes(specs: Sequence[tuple[float, float]], base_size: tuple[float, float] = (1.0, 1.0)
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(heights, widths) of anchors of (scale, aspect ratio) `specs`, normalised to the image."""
+    scales = np.array([s for s, _ in specs], dtype=np.float64)
+    ratios = np.sqrt(np.array([a for _, a in specs], dtype=np.float64))
+    return scales / ratios * base_size[0], scales * ratios * base_size[1]
+
+
+def square_base(image_hw: tuple[int, int]) -> tuple[float, float]:
+    """TF MultipleGridAnchorGenerator: a square anchor stays square in pixels on a non-square input."""
+    short = min(image_hw)
+    return short / image_hw[0], short / image_hw[1]
+
+
 def grid_anchors(map_hw: tuple[int, int], specs: Sequence[tuple[float, float]],
                  base_size: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """Anchors of one map, [rows * cols * len(specs), 4] as (yc, xc, h, w)."""
     rows, cols = map_hw
-    scales = np.array([s for s, _ in specs], dtype=np.float64)
-    ratios = np.sqrt(np.array([a for _, a in specs], dtype=np.float64))
-    heights = scales / ratios * base_size[0]
-    widths = scales * ratios * base_size[1]
+    heights, widths = anchor_shapes(specs, base_size)
     # TF's anchor stride is 1/rows with offset half a stride: centres at (j + 0.5) / rows.
     y_centers = (np.arange(rows, dtype=np.float64) + 0.5) / rows
     x_centers = (np.arange(cols, dtype=np.float64) + 0.5) / cols
@@ -75,9 +86,7 @@ def ssd_anchors(head: SSDLiteHead, map_sizes: Sequence[tuple[int, int]], image_h
     max_scale = head.max_scale if max_scale is None else max_scale
     if len(map_sizes) != head.num_maps:
         raise ValueError(f"the head predicts on {head.num_maps} maps, got {len(map_sizes)} map sizes")
-    # TF MultipleGridAnchorGenerator: a square anchor stays square in pixels on a non-square input.
-    short = min(image_hw)
-    base = (short / image_hw[0], short / image_hw[1])
+    base = square_base(image_hw)
     specs = box_specs(head, min_scale, max_scale)
     per_map = [grid_anchors(tuple(hw), layer, base) for hw, layer in zip(map_sizes, specs)]
     anchors = np.concatenate(per_map, axis=0).astype(np.float32)

@@ -1,7 +1,8 @@
 """COCO evaluation with pycocotools: our mAP is `COCOeval`'s own result, not a re-implementation.
 
 Detections are converted to the COCO results format (absolute [x, y, w, h] in the original
-image, COCO category ids) and scored by `COCOeval` against the dataset's ground truth.
+image, mapped back through the input's `Frame` when the image was letterboxed; COCO category
+ids) and scored by `COCOeval` against the dataset's ground truth.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ STAT_NAMES = ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large",
 
 
 def to_coco_results(image_id: int, orig_size: tuple[int, int], boxes: np.ndarray, scores: np.ndarray,
-                    labels: np.ndarray, label_to_category_id: Sequence[int]) -> list[dict[str, Any]]:
-    """One image's detections (normalised ymin, xmin, ymax, xmax) -> COCO result records."""
+                    labels: np.ndarray, label_to_category_id: Sequence[int], frame=None) -> list[dict[str, Any]]:
+    """One image's detections (ymin, xmin, ymax, xmax normalised to the network input) -> COCO
+    result records in the original image; `frame` (`transforms.Frame`) maps input coordinates
+    back to the image (None: the input is the stretched image)."""
     height, width = orig_size
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if frame is not None:
+        boxes = frame.to_image(boxes)
     records = []
-    for (ymin, xmin, ymax, xmax), score, label in zip(np.asarray(boxes, dtype=np.float64), scores, labels):
+    for (ymin, xmin, ymax, xmax), score, label in zip(boxes, scores, labels):
         x, y = xmin * width, ymin * height
         records.append({"image_id": int(image_id), "category_id": int(label_to_category_id[int(label)]),
                         "bbox": [round(x, 3), round(y, 3), round((xmax - xmin) * width, 3),
@@ -91,7 +97,7 @@ def evaluate_model(model, dataset, *, batch_size: int = 32, postprocess_settings
                     image_ids.append(int(target["image_id"]))
                     results += to_coco_results(target["image_id"], target["orig_size"], dets.boxes.cpu().numpy(),
                                                dets.scores.cpu().numpy(), dets.labels.cpu().numpy(),
-                                               dataset.label_to_category_id)
+                                               dataset.label_to_category_id, target.get("frame"))
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - started

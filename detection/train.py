@@ -2,7 +2,11 @@
 
 `train(config)` runs in a run directory that holds everything the run needs to continue:
 
-    config.json        the resolved configuration (a resumed run must match it)
+    config.json        the resolved configuration (a resumed run must match it): defaults that
+                       depend on the data (`epochs: null`, `head: auto`) are resolved first
+    head_proposal.json with `head: auto`, the fitted head and the matched shares (`head_fit`)
+    data/              a dataset without a validation split: the train split and the val split
+                       carved from it (`detection.data.carve`); `data` points here
     checkpoint.pt      model, optimizer, step, RNG state; written atomically every few minutes
                        and at the end of every epoch, so a killed run loses at most that much
     history.jsonl      one line per logged step and per evaluation
@@ -22,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +52,12 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     resolution: int = 160
+    # How images of any size become the square input: "stretch" (resize; TF fixed_shape_resizer,
+    # the MobileDets configs) or "letterbox" (keep the aspect ratio, pad). See data.transforms.
+    resize: str = "stretch"
     width_multiplier: float = 1.0
-    epochs: float = 15.0
+    # None: `default_epochs(train images)`, 15 on 2,000+ images and more on smaller sets.
+    epochs: float | None = None
     batch_size: int = 32
     lr: float = 0.2
     warmup_epochs: float = 1.0
@@ -73,10 +81,18 @@ class TrainConfig:
     random_crop: bool = True
     crop_min_area: float = 0.1  # smallest crop patch, as a fraction of the image (SSD: 0.1)
     horizontal_flip: bool = True
+    vertical_flip: bool = False  # for images without an "up" (aerial, microscopy)
+    # For small datasets: random crop, horizontal flip and SSD's photometric distortion on,
+    # whatever the three settings above say.
+    strong_augmentation: bool = False
+    # A dataset with no validation split: this share of the training images is held out as one
+    # (seeded by `seed`, written under <out>/data; 0: train without validation).
+    val_fraction: float = 0.1
     # Head and loss (empty / defaults: the MobileDets settings). `head` overrides fields of
     # `SSDLiteHead`, e.g. {"min_scale": 0.1, "max_scale": 0.6} for the anchor scales (fractions of
-    # the image's shorter side on the lowest and the highest map; MobileDets: 0.2 and 0.95).
-    head: dict[str, Any] = field(default_factory=dict)
+    # the image's shorter side on the lowest and the highest map; MobileDets: 0.2 and 0.95), or
+    # is "auto": anchors fitted to the training boxes (`detection.head_fit`), recorded as a dict.
+    head: dict[str, Any] | str = field(default_factory=dict)
     match_threshold: float = 0.5
     classification_weight: float = 1.0
     localization_weight: float = 1.0
@@ -114,18 +130,64 @@ class TrainConfig:
         return cls(**data)
 
 
+#: Image presentations of the measured recipe (15 epochs of the 2,000-image built-in set): a
+#: smaller set gets as many (more epochs), up to MAX_DEFAULT_EPOCHS.
+DEFAULT_EPOCHS, DEFAULT_PRESENTATIONS, MAX_DEFAULT_EPOCHS = 15.0, 30_000, 200.0
+
+
+def default_epochs(num_images: int) -> float:
+    """The training length when none is given: 15 epochs, more on sets under 2,000 images."""
+    return float(min(MAX_DEFAULT_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(DEFAULT_PRESENTATIONS / max(1, num_images)))))
+
+
 def augmentation(config: TrainConfig):
     from tdbnas.detection.data import Augmentation, CropSettings
+    from tdbnas.detection.data.transforms import PhotometricSettings
 
-    return Augmentation(flip_probability=0.5 if config.horizontal_flip else 0.0,
-                        crop=CropSettings(min_area=config.crop_min_area) if config.random_crop else None)
+    strong = config.strong_augmentation
+    return Augmentation(flip_probability=0.5 if config.horizontal_flip or strong else 0.0,
+                        crop=CropSettings(min_area=config.crop_min_area) if config.random_crop or strong else None,
+                        vertical_flip_probability=0.5 if config.vertical_flip else 0.0,
+                        photometric=PhotometricSettings() if strong else None)
 
 
 def head_settings(config: TrainConfig, num_classes: int):
     """The SSDLite head of a run: MobileDets defaults with the configured anchor scales."""
     from tdbnas.spaces.head import head_from_settings
 
+    if not isinstance(config.head, dict):
+        raise ValueError(f"head must be a mapping of SSDLiteHead settings or 'auto' (fitted to the training data "
+                         f"when the run starts), got {config.head!r}")
     return head_from_settings(config.head, num_classes)
+
+
+def with_validation_split(config: TrainConfig, out_dir: str | Path) -> TrainConfig:
+    """A dataset with only a training split gets a validation split carved from it (written under
+    <out>/data, seeded by `seed`); `data` then points there. Anything else is left as it is."""
+    from tdbnas.detection.data.carve import carve_validation, needs_validation_split
+
+    if not (config.data and config.val_split and config.val_fraction > 0) or \
+            not needs_validation_split(config.data, config.train_split, config.val_split):
+        return config
+    root = carve_validation(config.data, Path(out_dir) / "data", train_split=config.train_split,
+                            val_split=config.val_split, fraction=config.val_fraction, seed=config.seed)
+    return replace(config, data=str(root))
+
+
+def resolve_for_data(config: TrainConfig, train_set, arch) -> tuple[TrainConfig, Any]:
+    """The settings that depend on the training data, resolved: `epochs: None` by the set's size,
+    `head: auto` by fitting the anchors to its boxes (`head_fit.propose_head`, from the default
+    head, on `arch`). Returns the config and the head proposal (None without `auto`)."""
+    if config.epochs is None:
+        config = replace(config, epochs=default_epochs(len(train_set)))
+    if config.head != "auto":
+        return config, None
+    from tdbnas.detection.head_fit import input_boxes, propose_head
+
+    boxes, _ = input_boxes(train_set, config.resolution, config.resize)
+    base = head_settings(replace(config, head={}), train_set.num_classes)
+    proposal = propose_head(boxes, base, arch, config.resolution, seed=config.seed)
+    return replace(config, head=proposal.settings), proposal
 
 
 def zero_init_residual_branches(model: nn.Module) -> int:
@@ -245,19 +307,26 @@ class Trainer:
         from tdbnas.detection.model import SSDLite
         from tdbnas.spaces import resolve_arch
 
-        self.config, self.out = config, Path(out_dir)
+        self.out = Path(out_dir)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = _resolve_device(config.device)
         self.dist = _Distributed.from_env(self.device)
         torch.manual_seed(config.seed)
         if train_set is None:
+            config = with_validation_split(config, self.out)
             train_set = build_dataset(config.data, config.train_split, size=config.resolution, train=True,
-                                      augmentation=augmentation(config))
+                                      augmentation=augmentation(config), resize=config.resize)
+        arch = model.arch if model is not None and hasattr(model, "arch") else None
+        if config.head == "auto" and arch is None:
+            arch = resolve_arch(config.arch)
+        config, self.head_proposal = resolve_for_data(config, train_set, arch)
+        self.config = config
         self.train_set = train_set
         self.val_set = val_set
         if self.val_set is None and config.val_split:
-            self.val_set = build_dataset(config.data, config.val_split, size=config.resolution, train=False)
+            self.val_set = build_dataset(config.data, config.val_split, size=config.resolution, train=False,
+                                         resize=config.resize)
         if model is None:
             model = SSDLite(resolve_arch(config.arch), num_classes=self.train_set.num_classes,
                             head=head_settings(config, self.train_set.num_classes),
@@ -428,6 +497,8 @@ class Trainer:
         resumed = self.load_checkpoint()
         if self.dist.is_main:
             write_json_atomic(self.out / "config.json", asdict(config))
+            if self.head_proposal is not None:
+                write_json_atomic(self.out / "head_proposal.json", self.head_proposal.to_json())
         self._log({"event": "resume" if resumed else "start", "step": self.step, "total_steps": self.total_steps,
                    "train_images": len(self.train_set), "world": self.dist.world})
         stop_step = self.stop_step

@@ -37,6 +37,7 @@ class ExportSettings:
     num_classes: int | None = None
     width_multiplier: float = 1.0
     head: dict[str, Any] | None = None  # SSDLite head settings (default: the training run's config.json)
+    resize: str | None = None          # stretch | letterbox (default: the training run's, else stretch)
     precision: str = "int8"            # int8 | float32
     input_type: str = "int8"           # int8 | uint8 | float32
     output_type: str = "float32"       # raw outputs only: int8 | float32
@@ -69,7 +70,24 @@ def _resolve(settings: ExportSettings) -> ExportSettings:
         settings.width_multiplier = float(run["width_multiplier"])
     if settings.head is None:
         settings.head = dict(run.get("head") or {})
+    if settings.resize is None:
+        settings.resize = run.get("resize", "stretch")
     return settings
+
+
+def preprocessing_note(resize: str, hw: tuple[int, int]) -> dict[str, Any]:
+    """How an app turns a photo of any size into this model's input, and boxes back (metadata)."""
+    from tdbnas.detection.data.transforms import PAD_VALUE
+
+    if resize == "letterbox":
+        return {"mode": "letterbox", "pad_value": PAD_VALUE,
+                "how": (f"scale the image by s = min({hw[0]} / height, {hw[1]} / width), round its size to whole "
+                        f"pixels (h', w'), resize bilinearly, paste it at (top, left) = (({hw[0]} - h') // 2, "
+                        f"({hw[1]} - w') // 2) on a {hw[1]}x{hw[0]} canvas of pixel value {PAD_VALUE}"),
+                "boxes": (f"a normalised output box maps to the image as y_image = (y * {hw[0]} - top) / h', "
+                          f"x_image = (x * {hw[1]} - left) / w' (then times the image height / width)")}
+    return {"mode": "stretch", "how": f"resize the whole image bilinearly to {hw[1]}x{hw[0]} (aspect ratio not kept)",
+            "boxes": "normalised output boxes are normalised image coordinates: times the image height / width"}
 
 
 def _normalised_images(dataset, count: int) -> np.ndarray:
@@ -101,8 +119,8 @@ def export_detector(settings: ExportSettings) -> dict[str, Any]:
     if needs_data and not settings.data:
         raise ValueError("int8 calibration and verification need images: pass --data DIR (a COCO-format dataset, "
                          "e.g. the one the model was trained on)")
-    calibration_set = build_dataset(settings.data, settings.calibration_split, size=settings.resolution) \
-        if settings.data else None
+    calibration_set = build_dataset(settings.data, settings.calibration_split, size=settings.resolution,
+                                    resize=settings.resize) if settings.data else None
     labels = calibration_set.class_names if calibration_set else None
     num_classes = settings.num_classes or (calibration_set.num_classes if calibration_set else None)
     if num_classes is None:
@@ -138,7 +156,8 @@ def export_detector(settings: ExportSettings) -> dict[str, Any]:
                 "input": {"layout": "NHWC", "channels": "RGB", "normalisation": {"scale": INPUT_SCALE,
                                                                                 "offset": INPUT_OFFSET},
                           "meaning": "float input = pixel * scale + offset (pixels 0..255)",
-                          "type": settings.input_type if settings.precision == "int8" else "float32"},
+                          "type": settings.input_type if settings.precision == "int8" else "float32",
+                          "resize": preprocessing_note(settings.resize, hw)},
                 "anchors": {"generator": "ssd_anchor_generator", "count": int(len(anchors)),
                             "head": {k: v for k, v in asdict(model.head_spec).items()}},
                 "box_coder": {"order": "yxhw", "scales": [10.0, 10.0, 5.0, 5.0]},
@@ -171,7 +190,8 @@ def export_detector(settings: ExportSettings) -> dict[str, Any]:
     if settings.onnx:
         report["onnx"] = _export_onnx(model, hw, out, calibration_set, settings)
     if settings.verify:
-        verify_set = build_dataset(settings.data, settings.verify_split, size=settings.resolution)
+        verify_set = build_dataset(settings.data, settings.verify_split, size=settings.resolution,
+                                   resize=settings.resize)
         from tdbnas.export.verify import verify
 
         report["verify"] = {"split": settings.verify_split,

@@ -104,7 +104,7 @@ def verify(tflite_path: str | Path, torch_model, dataset, *, max_images: int | N
         got = _detections(detector, image.permute(1, 2, 0)[None].numpy(), postprocessor)
         for records, (boxes, scores, labels) in ((torch_results, ref), (tflite_results, got)):
             records += to_coco_results(target["image_id"], target["orig_size"], boxes, scores, labels,
-                                       dataset.label_to_category_id)
+                                       dataset.label_to_category_id, target.get("frame"))
         confident = [i for i in range(min(MATCH_TOP, len(ref[1]))) if ref[1][i] >= MATCH_SCORE]
         for i in confident:
             same = got[2] == ref[2][i]

@@ -97,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
     # predictors read C3, C4, C5 + 3 extra layers: the grid MobileDets uses at 320x320 (2034
     # anchors); C4/C5 at 160 would start at 10x10, too coarse for 10-px objects (see
     # benchmarks/results/detection_train.md). `full` (320x320) goes back to the MobileDets layout.
+    # `auto`: this head with its anchors fitted to the training boxes (tdbnas.detection.head_fit).
     "head": {"from_features": ["C3", "C4", "C5"], "extra_depths": [512, 256, 256]},
     "references": ["mobiledet-edgetpu", "mobiledet-cpu", "mobilenetv2"],  # drawn on the plots for comparison
 }
@@ -116,7 +117,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> d
         path = f"{where}{key}"
         if key not in base:
             raise ValueError(f"unknown setting {path!r}; known here: {', '.join(sorted(base))}")
-        if isinstance(base[key], dict):
+        if key == "head" and value == "auto":  # anchors fitted to the training boxes by the data stage
+            merged[key] = value
+        elif isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ValueError(f"setting {path!r} must be a mapping, got {value!r}")
             merged[key] = {**base[key], **value} if key in OPEN_SECTIONS else _merge(base[key], value, f"{path}.")

@@ -270,7 +270,7 @@ def write_report(run) -> tuple[Path, Path]:
                               if "skipped" not in measured else [["measured", measured["skipped"]]]))),
         ("Accuracy", _table(["metric", "torch float", "TFLite int8"],
                             [[k, _f(verify["torch"][k]), _f(verify["tflite"][k])]
-                             for k in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium")])
+                             for k in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large")])
          + "\n\n![detections](detections.png)"),
         ("Where the minutes went", _table(["stage", "minutes"], [[k, _f(v / 60, 1)] for k, v in seconds.items()])
          + "\n\n![minutes](minutes.png)"),

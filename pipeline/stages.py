@@ -64,11 +64,17 @@ class Run:
 
         return resolve_space(self.config["space"])
 
+    @property
+    def head_section(self) -> dict[str, Any]:
+        """The `head` settings of every stage: the config's, or with `head: auto` the head the data
+        stage fitted to the training boxes (recorded in its stage.json)."""
+        return self.results["data"]["head"] if self.config["head"] == "auto" else self.config["head"]
+
     def head(self):
         """The head every stage builds, predicts and exports (one `head` section of the settings)."""
         from tdbnas.detection.train import TrainConfig, head_settings
 
-        return head_settings(TrainConfig(head=self.config["head"]), self.results["data"]["num_classes"])
+        return head_settings(TrainConfig(head=self.head_section), self.results["data"]["num_classes"])
 
 
 class StageFailed(RuntimeError):
@@ -108,6 +114,7 @@ def run_stage(run: Run, stage: str) -> dict[str, Any]:
 # ---- 1. data -----------------------------------------------------------------------------------------
 def stage_data(run: Run) -> dict[str, Any]:
     from tdbnas.detection.data import build_dataset
+    from tdbnas.detection.data.carve import carve_validation, needs_validation_split
     from tdbnas.detection.data.synth import SynthConfig, write_synthetic_dataset
 
     settings = run.config["data"]
@@ -115,10 +122,31 @@ def stage_data(run: Run) -> dict[str, Any]:
     if root is None:
         synth = SynthConfig(**settings["synth"])
         root = str(write_synthetic_dataset(run.out / "data" / "synth", synth))
+    elif needs_validation_split(root, settings["train_split"], settings["val_split"]):
+        root = str(carve_validation(root, run.out / "data" / "carved", train_split=settings["train_split"],
+                                    val_split=settings["val_split"], seed=run.config["seed"]))
+        run.log(f"[data] no {settings['val_split']!r} split: held out 10 % of the training images as one ({root})")
     train = build_dataset(root, settings["train_split"], size=run.resolution)
     val = build_dataset(root, settings["val_split"], size=run.resolution)
-    return {"root": str(root), "num_classes": train.num_classes, "labels": train.class_names,
-            "train_images": len(train), "val_images": len(val), "synthetic": settings["root"] is None}
+    summary = {"root": str(root), "num_classes": train.num_classes, "labels": train.class_names,
+               "train_images": len(train), "val_images": len(val), "synthetic": settings["root"] is None}
+    if run.config["head"] == "auto":
+        summary.update(_fit_head(run, train))
+    return summary
+
+
+def _fit_head(run: Run, train) -> dict[str, Any]:
+    """`head: auto`: the anchors of the default head fitted to the training boxes (`head_fit`)."""
+    from tdbnas.detection.head_fit import input_boxes, propose_head
+    from tdbnas.detection.train import TrainConfig, head_settings
+    from tdbnas.pipeline.config import DEFAULTS
+
+    base = head_settings(TrainConfig(head=DEFAULTS["head"]), train.num_classes)
+    boxes, _ = input_boxes(train, run.resolution, run.config["retrain"].get("resize", "stretch"))
+    proposal = propose_head(boxes, base, run.space().sample(run.config["seed"]), run.resolution)
+    run.log(f"[data] head fitted to {proposal.boxes} boxes: {proposal.current_matched:.1%} -> {proposal.matched:.1%} "
+            "of them have an anchor at IoU >= 0.5")
+    return {"head": proposal.settings, "head_proposal": proposal.to_json()}
 
 
 # ---- 2. latency ----------------------------------------------------------------------------------------
@@ -217,7 +245,7 @@ def stage_supernet(run: Run) -> dict[str, Any]:
         return {"skipped": f"search.signal {run.config['search']['signal']!r} needs no supernet and retrain.init is "
                            f"{run.config['retrain']['init']!r}"}
     settings = {"space": run.config["space"], "data": run.data_root, "resolution": run.resolution,
-                "seed": run.config["seed"], "head": run.config["head"], **run.config["supernet"]}
+                "seed": run.config["seed"], "head": run.head_section, **run.config["supernet"]}
     config = SupernetTrainConfig.from_dict(settings)
     summary = SupernetTrainer(config, run.directory("supernet")).run()
     return {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
@@ -290,7 +318,7 @@ def _halving(run: Run, candidates: list[str], settings: dict[str, Any]) -> tuple
               if k not in ("init", "epochs", "max_minutes", "schedule_minutes")}
     training = TruncatedTraining(run.directory("search") / "halving", data=run.data_root, resolution=run.resolution,
                                  schedule_epochs=float(settings.get("schedule_epochs", 10.0)), seed=run.config["seed"],
-                                 train_settings={**recipe, "head": run.config["head"]})
+                                 train_settings={**recipe, "head": run.head_section})
     rungs = successive_halving(candidates, training, settings["epochs"], eta=int(settings.get("eta", 2)))
     run.log(f"[search] successive halving over {len(candidates)} candidates: "
             + "; ".join(f"{r.budget:g} epochs: {len(r.scores)} trained" for r in rungs))
@@ -307,7 +335,7 @@ def stage_retrain(run: Run) -> dict[str, Any]:
     init = settings.pop("init")
     config = TrainConfig.from_dict({"arch": arch, "data": run.data_root, "resolution": run.resolution,
                                     "val_split": run.config["data"]["val_split"], "seed": run.config["seed"],
-                                    "head": run.config["head"], **settings})
+                                    "head": run.head_section, **settings})
     model = None
     if init == "supernet" and not (run.out / "retrain" / "checkpoint.pt").exists():
         supernet = load_supernet(read_supernet_run(run.out / "supernet"), run.results["data"]["num_classes"])

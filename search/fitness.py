@@ -55,7 +55,7 @@ class SupernetEvaluator:
             if not data or resolution is None:
                 raise ValueError("evaluating a supernet in memory needs data and resolution")
             self.split = search_split or SearchSplit()
-            self.data, self.resolution = Path(data), as_hw(resolution)
+            self.data, self.resolution, self.resize = Path(data), as_hw(resolution), "stretch"
             self._load_views()
             self.supernet = checkpoint  # used where it is, in its mode; evaluate() restores both
         else:
@@ -68,6 +68,7 @@ class SupernetEvaluator:
             self.split = config.search_split
             self.data = Path(data) if data else Path(config.data)
             self.resolution = as_hw(resolution if resolution is not None else config.resolution)
+            self.resize = config.resize
             self._load_views()
             self._check_recorded_split(run.directory / "search_split.json")
             self.supernet = load_supernet(run, self.search_view.num_classes, space).to(_device(device)).eval()
@@ -76,7 +77,8 @@ class SupernetEvaluator:
     def _load_views(self) -> None:
         # Both views with evaluation transforms: recalibration sees training images as search
         # and deployment will (resized, not augmented).
-        self.train_view, self.search_view = build_search_split(self.data, self.split, size=self.resolution)
+        self.train_view, self.search_view = build_search_split(self.data, self.split, size=self.resolution,
+                                                               resize=self.resize)
 
     @staticmethod
     def _resolve_space(space: str | BlockSpace | None) -> BlockSpace | None:

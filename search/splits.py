@@ -40,11 +40,11 @@ class SearchSplit:
 
     def search_indices(self, num_images: int) -> list[int]:
         """Sorted positions of the held-out images among `num_images` (at least one, never all)."""
+        from tdbnas.detection.data.carve import held_out_indices
+
         if num_images < 2:
             raise ValueError(f"split {self.split!r} has {num_images} image(s); carving a search split needs at least 2")
-        count = min(num_images - 1, max(1, round(self.fraction * num_images)))
-        order = np.random.default_rng([self.seed, num_images]).permutation(num_images)
-        return sorted(int(i) for i in order[:count])
+        return held_out_indices(num_images, self.fraction, self.seed)
 
 
 class DatasetView(torch.utils.data.Dataset):
@@ -114,14 +114,14 @@ def carve(train_dataset, search_dataset, split: SearchSplit) -> tuple[DatasetVie
 
 
 def build_search_split(root: str | Path, split: SearchSplit, *, size: int | tuple[int, int],
-                       augmentation=None) -> tuple[DatasetView, DatasetView]:
+                       augmentation=None, resize: str = "stretch") -> tuple[DatasetView, DatasetView]:
     """(train view, search view) of `split.split` under `root`. The train view augments with
     `augmentation` (None: resize only, e.g. for BN recalibration); the search view never does."""
     from tdbnas.detection.data import build_dataset
 
-    plain = build_dataset(root, split.split, size=size, train=False)
+    plain = build_dataset(root, split.split, size=size, train=False, resize=resize)
     augmented = plain if augmentation is None else build_dataset(root, split.split, size=size, train=True,
-                                                                 augmentation=augmentation)
+                                                                 augmentation=augmentation, resize=resize)
     return carve(augmented, plain, split)
 
 

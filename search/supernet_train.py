@@ -32,6 +32,7 @@ from tdbnas.detection.train import (
     Trainer,
     augmentation,
     head_settings,
+    resolve_for_data,
 )
 from tdbnas.search.sampling import SAMPLING, step_paths
 from tdbnas.search.splits import SearchSplit, build_search_split, split_record
@@ -106,10 +107,13 @@ class SupernetTrainer(Trainer):
         self.space = space or load_space(config.space)
         self.split = config.search_split
         self.train_view, self.search_view = build_search_split(config.data, self.split, size=config.resolution,
-                                                               augmentation=augmentation(config))
+                                                               augmentation=augmentation(config), resize=config.resize)
+        # epochs: null and head: auto are resolved on the training view (any member shows the endpoints)
+        config, proposal = resolve_for_data(config, self.train_view, self.space.sample(0))
         torch.manual_seed(config.seed)  # the supernet's initial weights
         supernet = build_supernet(config, self.train_view.num_classes, self.space)
         super().__init__(config, out_dir, model=supernet, train_set=self.train_view)
+        self.head_proposal = proposal
         # Trainer sets the momentum of registered batch norms; shared-weight templates are not registered.
         self.model.set_bn_momentum(config.bn_momentum)
     def wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:

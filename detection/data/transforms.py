@@ -1,8 +1,16 @@
-"""Image and box augmentation for SSD training: horizontal flip, SSD random crop, square resize.
+"""Image and box augmentation for SSD training (flips, SSD random crop, photometric distortion)
+and the fit of an image of any size to the network input (stretch or letterbox).
 
 Boxes are normalised (ymin, xmin, ymax, xmax) float arrays in [0, 1]; images are uint8 HWC
 numpy arrays. Every random choice comes from the `numpy.random.Generator` passed in, so a
 seeded sample is augmented identically in a resumed or distributed run.
+
+Input fit (`resize`): `stretch` resizes the image to the input size (TF `fixed_shape_resizer`,
+the MobileDets configs), so normalised boxes are unchanged; `letterbox` scales it to fit
+while keeping its aspect ratio and pads the rest with `PAD_VALUE`. Both are described by a
+`Frame` (normalised input coordinate = image coordinate * scale + offset), computed from the
+rounded pixel sizes actually used, so boxes move exactly with the pixels and detections map
+back to the original image exactly.
 
 The crop follows the SSD paper and the TF Object Detection API `ssd_random_crop` (the MobileDets
 configs): pick a minimum-IoU constraint from {none, 0.1, 0.3, 0.5, 0.7, 0.9} or keep the whole
@@ -32,6 +40,61 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == tuple(size):
         return image
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+RESIZE_MODES = ("stretch", "letterbox")
+# The letterbox bands: mid-grey, i.e. about 0 after the input normalisation.
+PAD_VALUE = 128
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where an image sits in the network input, per axis (y, x): normalised input coordinate =
+    normalised image coordinate * scale + offset. Identity for `stretch`."""
+
+    scale: tuple[float, float] = (1.0, 1.0)
+    offset: tuple[float, float] = (0.0, 0.0)
+
+    def to_input(self, boxes: np.ndarray) -> np.ndarray:
+        """Corner boxes normalised to the image -> normalised to the network input."""
+        scale, offset = np.array(self.scale * 2), np.array(self.offset * 2)
+        return (np.asarray(boxes, dtype=np.float64) * scale + offset).astype(np.float32)
+
+    def to_image(self, boxes: np.ndarray) -> np.ndarray:
+        """Corner boxes normalised to the network input -> normalised to the image, clipped to it."""
+        scale, offset = np.array(self.scale * 2), np.array(self.offset * 2)
+        return np.clip((np.asarray(boxes, dtype=np.float64) - offset) / scale, 0.0, 1.0)
+
+
+def letterbox_layout(image_hw: tuple[int, int], size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((content height, width), (top, left)) of an image letterboxed into `size`: scaled by the
+    largest factor that fits, rounded to whole pixels, centred."""
+    factor = min(size[0] / image_hw[0], size[1] / image_hw[1])
+    content = (max(1, min(size[0], round(image_hw[0] * factor))), max(1, min(size[1], round(image_hw[1] * factor))))
+    return content, ((size[0] - content[0]) // 2, (size[1] - content[1]) // 2)
+
+
+def input_frame(image_hw: tuple[int, int], size: tuple[int, int], mode: str = "stretch") -> Frame:
+    """The frame of an image of `image_hw` fitted into `size` by `mode`."""
+    if mode == "stretch":
+        return Frame()
+    if mode != "letterbox":
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
+    (height, width), (top, left) = letterbox_layout(image_hw, size)
+    return Frame((height / size[0], width / size[1]), (top / size[0], left / size[1]))
+
+
+def fit_to_input(image: np.ndarray, boxes: np.ndarray, size: tuple[int, int], mode: str = "stretch"
+                 ) -> tuple[np.ndarray, np.ndarray, Frame]:
+    """The image at the input size (stretched or letterboxed), its boxes in input coordinates
+    and the frame that maps between them."""
+    frame = input_frame(image.shape[:2], tuple(size), mode)
+    if mode == "stretch":
+        return resize(image, size), boxes, frame
+    (height, width), (top, left) = letterbox_layout(image.shape[:2], tuple(size))
+    canvas = np.full((size[0], size[1], image.shape[2]), PAD_VALUE, dtype=np.uint8)
+    canvas[top:top + height, left:left + width] = resize(image, (height, width))
+    return canvas, frame.to_input(boxes), frame
 
 
 def horizontal_flip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,22 +167,71 @@ def _apply_crop(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, patch:
     return crop, new_boxes[keep], labels[keep]
 
 
+def vertical_flip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flipped = boxes.copy()
+    flipped[:, 0] = 1.0 - boxes[:, 2]
+    flipped[:, 2] = 1.0 - boxes[:, 0]
+    return np.ascontiguousarray(image[::-1]), flipped
+
+
+@dataclass(frozen=True)
+class PhotometricSettings:
+    """SSD's photometric distortion: each change applied with probability 1/2, in random order
+    of contrast before or after the colour changes (Liu et al. 2016; TF `ssd_random_distort`)."""
+
+    brightness: float = 32.0        # +- pixel levels
+    contrast: tuple[float, float] = (0.5, 1.5)
+    saturation: tuple[float, float] = (0.5, 1.5)
+    hue: float = 18.0               # +- degrees
+
+
+def photometric_distort(image: np.ndarray, rng: np.random.Generator,
+                        settings: PhotometricSettings = PhotometricSettings()) -> np.ndarray:
+    """Random brightness, contrast, saturation and hue of a uint8 RGB image (boxes unchanged)."""
+    pixels = image.astype(np.float32)
+    if rng.random() < 0.5:
+        pixels += rng.uniform(-settings.brightness, settings.brightness)
+    contrast_first = rng.random() < 0.5
+    contrast = rng.uniform(*settings.contrast) if rng.random() < 0.5 else None
+    if contrast is not None and contrast_first:
+        pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
+    if rng.random() < 0.5:
+        grey = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        pixels = grey[..., None] + (pixels - grey[..., None]) * rng.uniform(*settings.saturation)
+    if rng.random() < 0.5:
+        hsv = np.asarray(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("HSV")).copy()
+        shift = int(round(rng.uniform(-settings.hue, settings.hue) / 360 * 256))
+        hsv[..., 0] = (hsv[..., 0].astype(np.int32) + shift) % 256
+        pixels = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"), dtype=np.float32)
+    if contrast is not None and not contrast_first:
+        pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation; `None` for evaluation (resize only)."""
+    """Training-time augmentation; `None` for evaluation (input fit only)."""
 
     flip_probability: float = 0.5
     crop: CropSettings | None = CropSettings()
+    vertical_flip_probability: float = 0.0  # aerial and microscope images have no "up"
+    photometric: PhotometricSettings | None = None
 
 
 def prepare(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: tuple[int, int],
-            augmentation: Augmentation | None, rng: np.random.Generator | None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Augment (when training), resize to `size`, normalise: the detector's input and targets."""
+            augmentation: Augmentation | None, rng: np.random.Generator | None, resize_mode: str = "stretch"
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Frame]:
+    """Augment (when training), fit to `size` (`resize_mode`), normalise: the detector's input,
+    its targets in input coordinates, and the frame mapping them back to the image."""
     if augmentation is not None:
         rng = rng if rng is not None else np.random.default_rng()
+        if augmentation.photometric is not None:
+            image = photometric_distort(image, rng, augmentation.photometric)
         if augmentation.crop is not None:
             image, boxes, labels = ssd_random_crop(image, boxes, labels, rng, augmentation.crop)
         if rng.random() < augmentation.flip_probability:
             image, boxes = horizontal_flip(image, boxes)
-    return normalize_image(resize(image, size)), boxes.astype(np.float32), labels.astype(np.int64)
+        if augmentation.vertical_flip_probability and rng.random() < augmentation.vertical_flip_probability:
+            image, boxes = vertical_flip(image, boxes)
+    image, boxes, frame = fit_to_input(image, boxes, size, resize_mode)
+    return normalize_image(image), boxes.astype(np.float32), labels.astype(np.int64), frame
