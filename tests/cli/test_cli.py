@@ -10,14 +10,8 @@ from tdbnas.cli.main import main
 from tdbnas.spaces import ArchSpec, get_reference
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_arch_show_prints_the_layer_table_and_costs(capsys):
-    code, out, _ = run(capsys, "arch", "show", "mobiledet-edgetpu")
+def test_arch_show_prints_the_layer_table_and_costs(cli):
+    code, out, _ = cli("arch", "show", "mobiledet-edgetpu")
     assert code == 0
     assert get_reference("mobiledet-edgetpu").arch.encode() in out
     assert "2034 anchors" in out
@@ -25,16 +19,16 @@ def test_arch_show_prints_the_layer_table_and_costs(capsys):
     assert "detector:     1.533 B MAdds" in out
 
 
-def test_arch_show_accepts_strings_json_files_and_non_square_inputs(capsys, tmp_path):
+def test_arch_show_accepts_strings_json_files_and_non_square_inputs(tmp_path, cli):
     text = get_reference("mobiledet-cpu").arch.encode()
-    code, out, _ = run(capsys, "arch", "show", text, "--resolution", "640x320", "--json")
+    code, out, _ = cli("arch", "show", text, "--resolution", "640x320", "--json")
     record = json.loads(out)
     assert code == 0 and record["name"] is None
     assert [(f["hw"], f["channels"]) for f in record["features"][:2]] == [([40, 20], 72), ([20, 10], 144)]
     assert ArchSpec.from_json(record["spec"]).encode() == text
     path = tmp_path / "arch.json"
     path.write_text(json.dumps(record["spec"]))
-    code, out, _ = run(capsys, "arch", "show", str(path))
+    code, out, _ = cli("arch", "show", str(path))
     assert code == 0 and text in out
 
 
@@ -45,8 +39,8 @@ def test_arch_show_accepts_strings_json_files_and_non_square_inputs(capsys, tmp_
     (["spaces", "nope"], "neither a registered space"),
     (["spaces", "missing.yaml"], "cannot read space description"),
 ])
-def test_bad_input_gives_a_clear_error_and_no_traceback(capsys, argv, fragment):
-    code, out, err = run(capsys, *argv)
+def test_bad_input_gives_a_clear_error_and_no_traceback(argv, fragment, cli):
+    code, out, err = cli(*argv)
     assert code == 2
     assert fragment in err
     assert "Traceback" not in err
@@ -59,24 +53,24 @@ def test_bad_arguments_are_reported_by_argparse(capsys):
     assert "resolution must be N or HxW" in capsys.readouterr().err
 
 
-def test_arch_list_and_spaces(capsys):
-    code, out, _ = run(capsys, "arch", "list")
+def test_arch_list_and_spaces(cli):
+    code, out, _ = cli("arch", "list")
     assert code == 0 and "mobiledet-dsp" in out and "detnas-300m" in out
-    code, out, _ = run(capsys, "spaces", "--json")
+    code, out, _ = cli("spaces", "--json")
     rows = {row["name"]: row for row in json.loads(out)["spaces"]}
     assert code == 0 and set(rows) >= {"ibn", "ibn-fused", "tdb", "ibn-cpu", "detnas-small", "detnas-large"}
     assert rows["detnas-small"]["size"] == 4 ** 20
-    code, out, _ = run(capsys, "spaces", "tdb", "--sample", "2", "--seed", "5")
+    code, out, _ = cli("spaces", "tdb", "--sample", "2", "--seed", "5")
     assert code == 0 and "b3.2" in out and "sample 1 (seed 6)" in out
 
 
-def test_user_space_files_work_in_the_cli(capsys, tmp_path):
+def test_user_space_files_work_in_the_cli(tmp_path, cli):
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\nblocks:\n"
                     "  - {name: stem, layers: 1, stride: 2, widths: [16], ops: [conv_k3]}\n"
                     "  - {name: b1, layers: 2, stride: 2, widths: [16, 24], ops: [ir_k3_e4, er_k3_e4],"
                     " skippable: true}\n")
-    code, out, _ = run(capsys, "spaces", str(path), "--json")
+    code, out, _ = cli("spaces", str(path), "--json")
     assert code == 0 and json.loads(out)["size"] == 2 * 2 * 3
 
 

@@ -15,11 +15,6 @@ from tdbnas.detection.train import load_checkpoint
 pytestmark = pytest.mark.torch
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
@@ -29,32 +24,32 @@ def dataset(tmp_path_factory):
     return root
 
 
-def test_data_synth_and_check(dataset, capsys):
-    code, out, _ = run(capsys, "data", "check", dataset, "--split", "val", "--json")
+def test_data_synth_and_check(dataset, cli):
+    code, out, _ = cli("data", "check", dataset, "--split", "val", "--json")
     summary = json.loads(out)
     assert code == 0 and summary["images"] == 6 and summary["classes"] == 6 and summary["objects"] >= 6
 
 
-def test_train_then_eval_write_config_weights_and_metrics(dataset, tmp_path, capsys):
+def test_train_then_eval_write_config_weights_and_metrics(dataset, tmp_path, cli):
     out_dir = tmp_path / "run"
-    code, out, err = run(capsys, "train", "--data", dataset, "--arch", "mobiledet-cpu", "--resolution", "64",
+    code, out, err = cli("train", "--data", dataset, "--arch", "mobiledet-cpu", "--resolution", "64",
                          "--epochs", "1", "--batch-size", "8", "--workers", "0", "--out", out_dir, "--no-progress")
     assert code == 0, err
     assert "trained 2 steps" in out and "mAP_50" in out
     config = json.loads((out_dir / "config.json").read_text())
     assert config["arch"] == "mobiledet-cpu" and config["resolution"] == 64
-    code, out, err = run(capsys, "eval", "--weights", out_dir / "model.pt", "--json", "--no-progress")
+    code, out, err = cli("eval", "--weights", out_dir / "model.pt", "--json", "--no-progress")
     assert code == 0, err
     payload = json.loads(out)
     assert payload["images"] == 6 and set(payload["metrics"]) >= {"mAP", "mAP_50", "mAP_small"}
     assert json.loads((out_dir / "eval_val.json").read_text())["metrics"] == payload["metrics"]
 
 
-def test_settings_file_and_flags_combine(dataset, tmp_path, capsys):
+def test_settings_file_and_flags_combine(dataset, tmp_path, cli):
     settings = tmp_path / "s.yaml"
     settings.write_text(f"arch: mobiledet-cpu\ndata: {dataset}\nresolution: 64\nepochs: 0.5\nbatch_size: 8\n"
                         "workers: 0\nval_split: ''\n")
-    code, _, err = run(capsys, "train", "--config", settings, "--lr", "0.01", "--out", tmp_path / "r", "--no-progress")
+    code, _, err = cli("train", "--config", settings, "--lr", "0.01", "--out", tmp_path / "r", "--no-progress")
     assert code == 0, err
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["lr"] == 0.01 and config["epochs"] == 0.5
@@ -66,20 +61,20 @@ def test_settings_file_and_flags_combine(dataset, tmp_path, capsys):
     (["eval", "--weights", "/nonexistent/model.pt", "--arch", "mobiledet-cpu", "--data", "D"], "does not exist"),
     (["data", "check", "/nonexistent/d"], "tdbnas data synth"),
 ])
-def test_bad_input_is_one_clear_line(argv, message, capsys, tmp_path):
+def test_bad_input_is_one_clear_line(argv, message, tmp_path, cli):
     argv = [a.replace("X", str(tmp_path / "x")) for a in argv]
-    code, _, err = run(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code == 2
     assert message in err and "Traceback" not in err
 
 
-def test_bad_settings_file_is_explained(tmp_path, capsys):
+def test_bad_settings_file_is_explained(tmp_path, cli):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: [1\n")
-    code, _, err = run(capsys, "train", "--config", bad, "--out", tmp_path / "x")
+    code, _, err = cli("train", "--config", bad, "--out", tmp_path / "x")
     assert code == 2 and "not valid YAML/JSON" in err
     bad.write_text("epoch: 3\n")
-    code, _, err = run(capsys, "train", "--config", bad, "--data", "d", "--out", tmp_path / "x")
+    code, _, err = cli("train", "--config", bad, "--data", "d", "--out", tmp_path / "x")
     assert code == 2 and "unknown training settings ['epoch']" in err
 
 

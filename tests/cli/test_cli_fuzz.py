@@ -11,8 +11,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tdbnas.cli.main import main
-
 pytestmark = pytest.mark.torch
 
 FUZZ = settings(max_examples=60, deadline=10_000, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -134,19 +132,14 @@ def assert_result_or_one_error(code: int, out: str, err: str, command: str) -> N
         assert out.strip()
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @settings(FUZZ, max_examples=30)
 @given(edits=COCO_EDITS)
-def test_fuzzed_coco_files_are_tiled_or_refused_in_one_line_without_partial_output(edits, tmp_path_factory, capsys):
+def test_fuzzed_coco_files_are_tiled_or_refused_in_one_line_without_partial_output(edits, tmp_path_factory, cli):
     root = tmp_path_factory.mktemp("fuzz")
     write_dataset(root / "data", edits)
     out_dir = root / "tiles"
-    code, out, err = run(capsys, "data", "tile", root / "data", "--out", out_dir, "--size", "32", "--no-progress")
+    code, out, err = cli("data", "tile", root / "data", "--out", out_dir, "--size", "32", "--no-progress")
     assert_result_or_one_error(code, out, err, "data")
     if code == 2:
         assert not out_dir.exists() and not list(root.glob(".tiles*"))  # nothing half-written
@@ -157,10 +150,10 @@ def test_fuzzed_coco_files_are_tiled_or_refused_in_one_line_without_partial_outp
 @settings(FUZZ, max_examples=25)
 @given(edits=COCO_EDITS)
 @pytest.mark.slow
-def test_fuzzed_coco_files_are_checked_or_refused_in_one_line(edits, tmp_path_factory, capsys):
+def test_fuzzed_coco_files_are_checked_or_refused_in_one_line(edits, tmp_path_factory, cli):
     root = tmp_path_factory.mktemp("fuzz")
     write_dataset(root / "data", edits)
-    code, out, err = run(capsys, "data", "check", root / "data", "--split", "s", "--resolution", "64", "--json")
+    code, out, err = cli("data", "check", root / "data", "--split", "s", "--resolution", "64", "--json")
     assert_result_or_one_error(code, out, err, "data")
     if code == 0:
         json.loads(out)
@@ -186,8 +179,8 @@ def arch_strings(draw):
 
 @FUZZ
 @given(text=arch_strings())
-def test_fuzzed_architecture_strings_give_a_table_or_one_error_line(text, capsys):
-    code, out, err = run(capsys, "arch", "show", text)
+def test_fuzzed_architecture_strings_give_a_table_or_one_error_line(text, cli):
+    code, out, err = cli("arch", "show", text)
     assert_result_or_one_error(code, out, err, "arch")
 
 
@@ -221,10 +214,10 @@ def space_descriptions(draw):
 # found by this test: a lone surrogate (legal in a JSON/YAML escape) in the error message
 @example(text='{"name": "s", "blocks": [{"name": "\\ud800", "layers": 0, "stride": 1, "widths": [], "ops": []}]}',
          suffix=".yaml")
-def test_fuzzed_space_files_give_a_summary_or_one_error_line(text, suffix, tmp_path_factory, capsys):
+def test_fuzzed_space_files_give_a_summary_or_one_error_line(text, suffix, tmp_path_factory, cli):
     path = tmp_path_factory.mktemp("space") / f"space{suffix}"
     path.write_text(text)
-    code, out, err = run(capsys, "spaces", path)
+    code, out, err = cli("spaces", path)
     assert_result_or_one_error(code, out, err, "spaces")
 
 
@@ -234,7 +227,7 @@ def test_fuzzed_space_files_give_a_summary_or_one_error_line(text, suffix, tmp_p
     ["spaces", "space\nfile.yaml"],
     ["train", "--data", "no\nsuch dir", "--out", "{tmp}/run"],
 ])
-def test_a_path_with_a_line_break_still_gives_one_error_line(argv, tmp_path, capsys):
-    code, out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+def test_a_path_with_a_line_break_still_gives_one_error_line(argv, tmp_path, cli):
+    code, out, err = cli(*[a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert_result_or_one_error(code, out, err, argv[0])
     assert code == 2 and ("no\\nsuch dir" in err or "space\\nfile" in err)

@@ -30,11 +30,6 @@ FEATURES = 11  # widths 1+1+1+1, ops 1 (b1) + 1 + 2 (b2, second layer may skip) 
 FBNET = CATEGORICAL_SPACES.get("fbnet")
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.fixture
 def space_file(tmp_path):
@@ -43,9 +38,9 @@ def space_file(tmp_path):
     return path
 
 
-def test_fit_on_a_modelled_profile_writes_a_model_and_reports_held_out_error(capsys, tmp_path, space_file):
+def test_fit_on_a_modelled_profile_writes_a_model_and_reports_held_out_error(tmp_path, space_file, cli):
     out_path = tmp_path / "models" / "tpu.json"
-    code, out, err = run(capsys, "latency", "fit", "--space", space_file, "--profile", "edgetpu", "--samples", 60,
+    code, out, err = cli("latency", "fit", "--space", space_file, "--profile", "edgetpu", "--samples", 60,
                          "--holdout", 0.25, "--features", "onehot", "--out", out_path, "--table",
                          tmp_path / "lut.sqlite")
     assert code == 0, err
@@ -57,8 +52,8 @@ def test_fit_on_a_modelled_profile_writes_a_model_and_reports_held_out_error(cap
     assert model.metadata["holdout_error"]["n"] == 15 and model.metadata["holdout"] == 0.25
 
 
-def test_fit_json_summary_with_cross_terms(capsys, tmp_path, space_file):
-    code, out, _ = run(capsys, "latency", "fit", "--space", space_file, "--profile", "dsp", "--samples", 80,
+def test_fit_json_summary_with_cross_terms(tmp_path, space_file, cli):
+    code, out, _ = cli("latency", "fit", "--space", space_file, "--profile", "dsp", "--samples", 80,
                        "--features", "onehot", "--cross-terms", "--ridge", 0.01, "--out", tmp_path / "dsp.json",
                        "--table", tmp_path / "lut.sqlite", "--json")
     summary = json.loads(out)
@@ -80,7 +75,7 @@ class FakeRunner(Runner):
         return [1.0 + len(Path(model).read_text()) / 100] * runs
 
 
-def test_fit_on_a_local_measured_profile_times_detectors_and_keeps_them(capsys, monkeypatch, tmp_path, space_file):
+def test_fit_on_a_local_measured_profile_times_detectors_and_keeps_them(monkeypatch, tmp_path, space_file, cli):
     """The measured path with a stand-in for `build_detector_tflite` (being written elsewhere)."""
     monkeypatch.setenv("TDBNAS_CACHE", str(tmp_path / "cache"))
     built = []
@@ -101,13 +96,13 @@ def test_fit_on_a_local_measured_profile_times_detectors_and_keeps_them(capsys, 
     table = tmp_path / "lut.sqlite"
     argv = ["latency", "fit", "--space", space_file, "--profile", "cpu", "--samples", 40, "--out",
             tmp_path / "cpu.json", "--table", table, "--no-progress"]
-    code, out, err = run(capsys, *argv)
+    code, out, err = cli(*argv)
     assert code == 0, err
     assert "(measured end-to-end latencies)" in out and len(built) == 40
     assert CostModel.load(tmp_path / "cpu.json").metadata["kind"] == "measured"
     with LatencyTable(table) as lut:
         assert sum(profiling.is_detector_key(e.key) for e in lut.entries("cpu")) == 40
-    code, _, _ = run(capsys, *argv)  # the timings are in the table: nothing is built again
+    code, _, _ = cli(*argv)  # the timings are in the table: nothing is built again
     assert code == 0 and len(built) == 40
 
 
@@ -120,20 +115,20 @@ def test_fit_on_a_local_measured_profile_times_detectors_and_keeps_them(capsys, 
     (["--profile", "edgetpu", "--space", "fbnet"], "space 'fbnet' is categorical: no profile can time its members"),
     (["--profile", "edgetpu", "--cross-terms", ""], "--cross-terms belongs to --features onehot"),
 ])
-def test_bad_inputs_give_one_error_line(capsys, tmp_path, space_file, argv, message):
+def test_bad_inputs_give_one_error_line(tmp_path, space_file, argv, message, cli):
     base = {"--space": space_file, "--out": tmp_path / "m.json", "--table": tmp_path / "lut.sqlite"}
     for flag, value in zip(argv[::2], argv[1::2]):
         base[flag] = value
-    code, out, err = run(capsys, "latency", "fit", *[x for kv in base.items() for x in kv if x != ""])
+    code, out, err = cli("latency", "fit", *[x for kv in base.items() for x in kv if x != ""])
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.json").exists()
 
 
-def test_a_profile_measured_elsewhere_is_refused(capsys, tmp_path, space_file):
+def test_a_profile_measured_elsewhere_is_refused(tmp_path, space_file, cli):
     table = tmp_path / "lut.sqlite"
     with LatencyTable(table) as lut:
         lut.ensure_profile("pixel4", kind="measured", runner="adb", environment={"device": "cpu"})
-    code, _, err = run(capsys, "latency", "fit", "--space", space_file, "--profile", "pixel4", "--out",
+    code, _, err = cli("latency", "fit", "--space", space_file, "--profile", "pixel4", "--out",
                        tmp_path / "m.json", "--table", table)
     assert code == 2 and "is measured with the adb runner" in err
     assert len(err.strip().splitlines()) == 1
@@ -164,10 +159,10 @@ def fbnet_data():
     return genomes, fbnet_ms(genomes) * (1 + np.random.default_rng(0).normal(0, 0.01, len(genomes)))
 
 
-def test_fit_from_a_genome_csv_reports_held_out_error_against_both_baselines(capsys, tmp_path, fbnet_data):
+def test_fit_from_a_genome_csv_reports_held_out_error_against_both_baselines(tmp_path, fbnet_data, cli):
     genomes, ms = fbnet_data
     data = write_latencies(tmp_path / "phone.csv", FBNET, genomes, ms)
-    code, out, err = run(capsys, "latency", "fit", "--space", "fbnet", "--data", data, "--out", tmp_path / "m.json")
+    code, out, err = cli("latency", "fit", "--space", "fbnet", "--data", data, "--out", tmp_path / "m.json")
     assert code == 0, err
     assert "120 networks" in out and "5-fold held-out error" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["model"], ["madds"],
@@ -180,14 +175,14 @@ def test_fit_from_a_genome_csv_reports_held_out_error_against_both_baselines(cap
     np.testing.assert_allclose(model.predict_genomes(genomes[:5]), ms[:5], rtol=0.05)
 
 
-def test_fit_from_choice_names_in_json_with_a_json_summary(capsys, tmp_path, fbnet_data):
+def test_fit_from_choice_names_in_json_with_a_json_summary(tmp_path, fbnet_data, cli):
     genomes, ms = fbnet_data
     rows = [{"choices": " ".join(FBNET.names_of(tuple(map(int, g)))), "latency": float(v)} for g, v in
             zip(genomes[:60], ms[:60])]
     rows.append(dict(rows[0], latency=float(ms[0]) * 1.02))  # a repeated network: merged into its median
     path = tmp_path / "phone.json"
     path.write_text(json.dumps({"samples": rows}))
-    code, out, _ = run(capsys, "latency", "fit", "--space", "fbnet", "--data", path, "--target", "latency",
+    code, out, _ = cli("latency", "fit", "--space", "fbnet", "--data", path, "--target", "latency",
                        "--folds", 3, "--features", "onehot", "--out", tmp_path / "m.json", "--json")
     summary = json.loads(out)
     assert code == 0 and summary["samples"] == 60 and summary["repeats_merged"] == 1 and summary["folds"] == 3
@@ -195,20 +190,20 @@ def test_fit_from_choice_names_in_json_with_a_json_summary(capsys, tmp_path, fbn
     assert any("60 samples for 176 one-hot features" in w for w in summary["warnings"])
 
 
-def test_architecture_strings_of_a_block_space_and_a_base_model_as_offset(capsys, tmp_path, space_file):
+def test_architecture_strings_of_a_block_space_and_a_base_model_as_offset(tmp_path, space_file, cli):
     space = resolve_genome_space(str(space_file))
     genomes = cm.sample_genomes(space, 90, seed=1)
     archs = [space.decode(tuple(map(int, g))) for g in genomes]
     tpu = np.array([modelled.modelled_detector_ms(a, 320, "edgetpu").total_ms for a in archs])
     base_file = tmp_path / "tpu.csv"
     base_file.write_text("arch,ms\n" + "".join(f'"{a.encode()}",{v}\n' for a, v in zip(archs[:60], tpu[:60])))
-    code, _, err = run(capsys, "latency", "fit", "--space", space_file, "--data", base_file, "--out",
+    code, _, err = cli("latency", "fit", "--space", space_file, "--data", base_file, "--out",
                        tmp_path / "tpu.json")
     assert code == 0, err
     npu = 1.5 * tpu + 0.2  # another device, mostly a scaled Edge TPU
     npu_file = tmp_path / "npu.json"
     npu_file.write_text(json.dumps([{"arch": a.encode(), "ms": v} for a, v in zip(archs[60:], npu[60:])]))
-    code, out, err = run(capsys, "latency", "fit", "--space", space_file, "--data", npu_file, "--base",
+    code, out, err = cli("latency", "fit", "--space", space_file, "--data", npu_file, "--base",
                          tmp_path / "tpu.json", "--out", tmp_path / "npu-model.json")
     assert code == 0, err
     model = cm.CostModel.load(tmp_path / "npu-model.json", space)
@@ -229,21 +224,21 @@ def test_architecture_strings_of_a_block_space_and_a_base_model_as_offset(capsys
     ("j.csv", "genome,ms\n", "holds no samples"),
     ("k.json", '[{"choices": "k3_e1", "ms": 1}]', "1 choice names for the 22 slots"),
 ])
-def test_malformed_files_give_one_error_line_and_write_nothing(capsys, tmp_path, name, text, message):
+def test_malformed_files_give_one_error_line_and_write_nothing(tmp_path, name, text, message, cli):
     path = tmp_path / name
     path.write_text(text)
-    code, _, err = run(capsys, "latency", "fit", "--space", "fbnet", "--data", path, "--out", tmp_path / "m.json")
+    code, _, err = cli("latency", "fit", "--space", "fbnet", "--data", path, "--out", tmp_path / "m.json")
     assert code == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.json").exists()
 
 
-def test_missing_file_and_too_few_samples(capsys, tmp_path, fbnet_data):
-    code, _, err = run(capsys, "latency", "fit", "--space", "fbnet", "--data", tmp_path / "none.csv", "--out",
+def test_missing_file_and_too_few_samples(tmp_path, fbnet_data, cli):
+    code, _, err = cli("latency", "fit", "--space", "fbnet", "--data", tmp_path / "none.csv", "--out",
                        tmp_path / "m.json")
     assert code == 2 and "cannot read latency data" in err
     genomes, ms = fbnet_data
     data = write_latencies(tmp_path / "few.csv", FBNET, genomes[:9], ms[:9])
-    code, _, err = run(capsys, "latency", "fit", "--space", "fbnet", "--data", data, "--folds", 2, "--out",
+    code, _, err = cli("latency", "fit", "--space", "fbnet", "--data", data, "--folds", 2, "--out",
                        tmp_path / "m.json")
     assert code == 2 and "needs at least 10" in err and not (tmp_path / "m.json").exists()
 
@@ -261,7 +256,7 @@ def test_reading_round_trips_and_accepts_json_lists(tmp_path, fbnet_data):
     assert read_latencies(tmp_path / "z.csv", toy)[0].genomes.tolist() == [[1]]
 
 
-def test_a_profiles_op_table_as_the_base(capsys, monkeypatch, tmp_path, space_file):
+def test_a_profiles_op_table_as_the_base(monkeypatch, tmp_path, space_file, cli):
     """A device that runs 1.3x the modelled Edge TPU: 25 samples on top of `profile:edgetpu`."""
     from tdbnas.cli import latency as latency_cli
 
@@ -271,7 +266,7 @@ def test_a_profiles_op_table_as_the_base(capsys, monkeypatch, tmp_path, space_fi
     archs = [space.decode(tuple(map(int, g))) for g in genomes]
     ms = [1.3 * modelled.modelled_detector_ms(a, 320, "edgetpu").total_ms for a in archs]
     data = write_latencies(tmp_path / "tpu-board.csv", space, genomes, ms)
-    code, _, err = run(capsys, "latency", "fit", "--space", space_file, "--data", data, "--base", "profile:edgetpu",
+    code, _, err = cli("latency", "fit", "--space", space_file, "--data", data, "--base", "profile:edgetpu",
                        "--base-mode", "feature", "--table", tmp_path / "lut.sqlite", "--out", tmp_path / "m.json")
     assert code == 0, err
     model = CostModel.load(tmp_path / "m.json", space)

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from tdbnas.cli.main import main
 from tdbnas.latency import cost_model as cm
 from tdbnas.latency import modelled
 from tdbnas.search.rundb import RunDB
@@ -14,11 +13,6 @@ from tdbnas.spaces import get_space
 
 SMALL = ["--generations", "2", "--population", "8", "--parents", "2", "--mutations", "3", "--crossovers", "3"]
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 
@@ -31,10 +25,10 @@ def npu_model(tmp_path_factory):
     return result.model.save(tmp_path_factory.mktemp("models") / "npu.json"), result
 
 
-def test_search_keeps_every_candidate_within_the_cost_models_budget(tmp_path, capsys, synthetic, npu_model):
+def test_search_keeps_every_candidate_within_the_cost_models_budget(tmp_path, synthetic, npu_model, cli):
     path, result = npu_model
     budget = float(np.median(result.data.latency_ms))
-    code, out, err = run(capsys, "search", "--space", "tdb-lite", "--profile", "edgetpu", "--budget-ms", 30,
+    code, out, err = cli("search", "--space", "tdb-lite", "--profile", "edgetpu", "--budget-ms", 30,
                          "--cost-model", path, "--budget-ms", budget, "--table", tmp_path / "lut.sqlite",
                          "--out", tmp_path / "run", *SMALL)
     assert code == 0, err
@@ -49,17 +43,17 @@ def test_search_keeps_every_candidate_within_the_cost_models_budget(tmp_path, ca
     assert config["command"]["budget_ms"] == [30.0, budget]
 
 
-def test_a_cost_model_of_other_detectors_or_another_space_is_refused(tmp_path, capsys, synthetic, npu_model):
+def test_a_cost_model_of_other_detectors_or_another_space_is_refused(tmp_path, synthetic, npu_model, cli):
     path, _ = npu_model
     common = ["--table", tmp_path / "lut.sqlite", "--out", tmp_path / "run", *SMALL]
-    code, _, err = run(capsys, "search", "--space", "tdb-lite", "--resolution", 160, "--cost-model", path,
+    code, _, err = cli("search", "--space", "tdb-lite", "--resolution", 160, "--cost-model", path,
                        "--budget-ms", 9, *common)
     assert code == 2 and "was fitted on 320x320 detectors at width multiplier 1, not 160x160" in err
     assert len(err.strip().splitlines()) == 1
-    code, _, err = run(capsys, "search", "--space", "tdb", "--cost-model", path, "--budget-ms", 9, *common)
+    code, _, err = cli("search", "--space", "tdb", "--cost-model", path, "--budget-ms", 9, *common)
     assert code == 2 and "fitted on space 'tdb-lite', not 'tdb'" in err
-    code, _, err = run(capsys, "search", "--space", "tdb-lite", "--cost-model", tmp_path / "none.json",
+    code, _, err = cli("search", "--space", "tdb-lite", "--cost-model", tmp_path / "none.json",
                        "--budget-ms", 9, *common)
     assert code == 2 and "does not exist" in err
-    code, _, err = run(capsys, "search", "--space", "tdb-lite", "--cost-model", path, *common)
+    code, _, err = cli("search", "--space", "tdb-lite", "--cost-model", path, *common)
     assert code == 2 and "1 --profile but 0 --budget-ms" in err

@@ -20,11 +20,6 @@ blocks:
 """
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -44,9 +39,9 @@ def files(tmp_path_factory):
     return root
 
 
-def test_train_then_eval(files, tmp_path, capsys):
+def test_train_then_eval(files, tmp_path, cli):
     out_dir = tmp_path / "sn"
-    code, out, err = run(capsys, "supernet", "train", "--space", files / "tiny.yaml", "--data", files / "data",
+    code, out, err = cli("supernet", "train", "--space", files / "tiny.yaml", "--data", files / "data",
                          "--config", files / "settings.yaml", "--resolution", "64", "--epochs", "1",
                          "--batch-size", "4", "--search-fraction", "0.25", "--search-seed", "2", "--workers", "0",
                          "--threads", "1", "--out", out_dir, "--no-progress")
@@ -61,7 +56,7 @@ def test_train_then_eval(files, tmp_path, capsys):
     from tdbnas.search.supernet_train import load_space
 
     arch = sample_path(load_space(str(files / "tiny.yaml")), 0).encode()
-    code, out, err = run(capsys, "supernet", "eval", "--checkpoint", out_dir, "--arch", arch,
+    code, out, err = cli("supernet", "eval", "--checkpoint", out_dir, "--arch", arch,
                          "--recalibration-images", "8", "--recalibration-batch-size", "4", "--json")
     assert code == 0, err
     payload = json.loads(out)
@@ -71,8 +66,8 @@ def test_train_then_eval(files, tmp_path, capsys):
     assert payload["settings"]["search_split"]["seed"] == 2
 
 
-def test_size_prints_every_weight_sharing(files, capsys):
-    code, out, err = run(capsys, "supernet", "size", "--space", files / "tiny.yaml", "--num-classes", "3", "--json")
+def test_size_prints_every_weight_sharing(files, cli):
+    code, out, err = cli("supernet", "size", "--space", files / "tiny.yaml", "--num-classes", "3", "--json")
     assert code == 0, err
     sizes = json.loads(out)
     assert [s["weight_sharing"] for s in sizes] == ["none", "in", "width"]
@@ -92,9 +87,9 @@ def test_help_has_examples(capsys):
     (["supernet", "eval", "--checkpoint", "/nonexistent/sn", "--arch", "mobiledet-edgetpu"], "does not exist"),
     (["supernet", "size", "--space", "nope"], "neither a registered space"),
 ])
-def test_bad_input_is_one_clear_line(argv, message, capsys, tmp_path, files):
+def test_bad_input_is_one_clear_line(argv, message, tmp_path, files, cli):
     argv = [str(tmp_path / "x") if a == "X" else str(files / "data") if a == "D" else a for a in argv]
-    code, _, err = run(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tdbnas.cli.main import main
 from tdbnas.detection.data.synth import SynthConfig, write_synthetic_dataset
 
 pytestmark = pytest.mark.torch
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +23,8 @@ def small_objects(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_data_check_reports_sizes_anchors_and_a_fitted_head(small_objects, capsys):
-    code, out, err = run(capsys, "data", "check", small_objects, "--resolution", "128", "--json")
+def test_data_check_reports_sizes_anchors_and_a_fitted_head(small_objects, cli):
+    code, out, err = cli("data", "check", small_objects, "--resolution", "128", "--json")
     assert code == 0, err
     anchors = json.loads(out)["anchors"]
     [ellipse, total] = anchors["classes"]
@@ -39,24 +33,24 @@ def test_data_check_reports_sizes_anchors_and_a_fitted_head(small_objects, capsy
     assert anchors["matched"] < 0.1  # the MobileDets anchors (>= 12.8 px, every 16 px) miss them
     assert anchors["proposal"]["matched"] > anchors["matched"] + 0.3
     assert anchors["resolution_suggestion"]["resolution"] > 128
-    code, out, _ = run(capsys, "data", "check", small_objects, "--resolution", "128")
+    code, out, _ = cli("data", "check", small_objects, "--resolution", "128")
     assert code == 0
     for text in ("side px p5/p50/p95", "current head (maps C4+C5 + 4 extra", "fitted head (--head auto): maps C3",
                  "as a settings file: head: {", "objects too small for 128x128: at --resolution"):
         assert text in out
 
 
-def test_data_check_with_a_settings_file_checks_that_head(small_objects, tmp_path, capsys):
+def test_data_check_with_a_settings_file_checks_that_head(small_objects, tmp_path, cli):
     settings = tmp_path / "run.yaml"
     settings.write_text("resolution: 128\nhead: {from_features: [C3, C4, C5], min_scale: 0.05, max_scale: 0.3}\n")
-    code, out, err = run(capsys, "data", "check", small_objects, "--config", settings, "--json")
+    code, out, err = cli("data", "check", small_objects, "--config", settings, "--json")
     assert code == 0, err
     anchors = json.loads(out)["anchors"]
     assert anchors["head"]["from_features"] == ["C3", "C4", "C5"] and anchors["head"]["min_scale"] == 0.05
     assert anchors["resolution"] == 128
 
 
-def test_data_tile_writes_a_dataset_of_tiles(tmp_path, capsys):
+def test_data_tile_writes_a_dataset_of_tiles(tmp_path, cli):
     root = tmp_path / "aerial"
     (root / "images" / "train").mkdir(parents=True)
     (root / "annotations").mkdir()
@@ -66,21 +60,21 @@ def test_data_tile_writes_a_dataset_of_tiles(tmp_path, capsys):
         "images": [{"id": 1, "file_name": "ortho.jpg", "width": 700, "height": 500}],
         "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": b} for k, b in enumerate(boxes)],
         "categories": [{"id": 1, "name": "roof"}]}))
-    code, out, err = run(capsys, "data", "tile", root, "--out", tmp_path / "tiles", "--size", "320", "--overlap",
+    code, out, err = cli("data", "tile", root, "--out", tmp_path / "tiles", "--size", "320", "--overlap",
                          "0.1", "--no-progress")
     assert code == 0, err
     assert "train: 1 images, 3 boxes -> 6 tiles" in out
-    code, out, err = run(capsys, "data", "check", tmp_path / "tiles", "--json")
+    code, out, err = cli("data", "check", tmp_path / "tiles", "--json")
     assert code == 0 and json.loads(out)["images"] == 6 and json.loads(out)["objects"] >= 3
-    code, _, err = run(capsys, "data", "tile", root, "--out", tmp_path / "tiles")
+    code, _, err = cli("data", "tile", root, "--out", tmp_path / "tiles")
     assert code == 2 and err.count("\n") == 1 and "not empty" in err
 
 
 @pytest.mark.slow
 def test_train_with_head_auto_on_a_set_without_val_records_everything_eval_rebuilds(small_objects, tmp_path,
-                                                                                      capsys):
+                                                                                      cli):
     out = tmp_path / "run"
-    code, printed, err = run(capsys, "train", "--data", small_objects, "--arch", "mobiledet-cpu", "--resolution",
+    code, printed, err = cli("train", "--data", small_objects, "--arch", "mobiledet-cpu", "--resolution",
                              "128", "--head", "auto", "--strong-augmentation", "--batch-size", "8", "--max-minutes",
                              "0.05", "--workers", "0", "--out", out, "--no-progress")
     assert code == 0, err
@@ -91,12 +85,12 @@ def test_train_with_head_auto_on_a_set_without_val_records_everything_eval_rebui
     assert config["data"] == str(out / "data") and config["strong_augmentation"] is True
     carved = json.loads((out / "data" / "carved.json").read_text())
     assert carved["val_images"] == 2 and carved["train_images"] == 22 and "mAP_small" in printed
-    code, printed, err = run(capsys, "eval", "--weights", out / "model.pt", "--json", "--no-progress")
+    code, printed, err = cli("eval", "--weights", out / "model.pt", "--json", "--no-progress")
     assert code == 0, err  # the same head rebuilt from config.json: the weights fit
     payload = json.loads(printed)
     assert payload["images"] == 2 and {"mAP_small", "mAP_medium", "mAP_large"} <= set(payload["metrics"])
     # rerunning the same command resumes: the data-dependent settings resolve to the same values
-    code, _, err = run(capsys, "train", "--data", small_objects, "--arch", "mobiledet-cpu", "--resolution", "128",
+    code, _, err = cli("train", "--data", small_objects, "--arch", "mobiledet-cpu", "--resolution", "128",
                        "--head", "auto", "--strong-augmentation", "--batch-size", "8", "--max-minutes", "0.05",
                        "--workers", "0", "--out", out, "--no-progress")
     assert code == 0, err
@@ -114,17 +108,17 @@ blocks:
 
 
 @pytest.mark.slow
-def test_supernet_train_with_head_auto_records_the_fitted_head(small_objects, tmp_path, capsys):
+def test_supernet_train_with_head_auto_records_the_fitted_head(small_objects, tmp_path, cli):
     (tmp_path / "tiny.yaml").write_text(TINY_SPACE)
     out = tmp_path / "sn"
-    code, _, err = run(capsys, "supernet", "train", "--space", tmp_path / "tiny.yaml", "--data", small_objects,
+    code, _, err = cli("supernet", "train", "--space", tmp_path / "tiny.yaml", "--data", small_objects,
                        "--resolution", "128", "--head", "auto", "--epochs", "1", "--batch-size", "8", "--workers", "0",
                        "--threads", "1", "--out", out, "--no-progress")
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
     assert config["head"] == json.loads((out / "head_proposal.json").read_text())["settings"]
     assert config["head"]["from_features"][0] == "C3"
-    code, printed, err = run(capsys, "supernet", "eval", "--checkpoint", out, "--arch",
+    code, printed, err = cli("supernet", "eval", "--checkpoint", out, "--arch",
                              "conv_k3_s2_c8/ir_k3_s2_e2_c8/ir_k3_s2_e2_c16/ir_k3_s2_e2_c16/ir_k3_s2_e2_c24",
                              "--recalibration-images", "8", "--max-images", "4", "--json")
     assert code == 0, err  # the supernet is rebuilt with the recorded head: the weights fit
