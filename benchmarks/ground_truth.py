@@ -188,10 +188,11 @@ def restore() -> None:
 
 
 def jobs(rows: list[dict]) -> list[acc.TrainingJob]:
-    """Seed 0 of every architecture first (the reference leading, so the epoch count is checked
-    early; the budgets' middle next; the slow largest members last), then the extra seeds."""
+    """The reference first (so the epoch count is checked early), the budgets' middle next, the
+    slow largest members last; an architecture's extra seeds right after its seed 0, so a partial
+    table already carries a noise floor to read its rankings against."""
     first = sorted(rows, key=lambda r: {"reference": 0, "middle": 1, "smallest": 2}.get(r["stratum"], 3))
-    ordered = [(r, 0) for r in first] + [(r, s) for r in rows for s in r["seeds"] if s != 0]
+    ordered = [(r, s) for r in first for s in r["seeds"]]
     return [acc.TrainingJob(r["arch"], s, EPOCHS, OUT / "runs" / f"{acc.run_name(r['arch'])}-e{EPOCHS:g}-s{s}")
             for r, s in ordered]
 

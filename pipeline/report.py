@@ -88,7 +88,10 @@ def search_plot(evaluations: list[dict], profile: str, budget: float, references
     axes.scatter([chosen["latency_ms"][profile]], [chosen["score"]], s=80, marker="*", color="#2E7D32",
                  label="searched", zorder=5)
     axes.axvline(budget, color="black", linestyle="--", linewidth=1, label=f"budget {budget:.2f} ms")
-    for name, ms in references.items():
+    # A reference far slower than anything in the search would squeeze the candidates into a
+    # corner; the text beside the plot names every reference with its latency anyway.
+    shown_up_to = 1.5 * max(max(latency), budget)
+    for name, ms in ((n, ms) for n, ms in references.items() if ms <= shown_up_to):
         axes.axvline(ms, color="#8172B3", linestyle=":", linewidth=1)
         axes.text(ms, axes.get_ylim()[1], f" {name}", rotation=90, va="top", fontsize=7, color="#8172B3")
     axes.set_xlabel(f"predicted latency on {profile} (ms)")
@@ -155,6 +158,11 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def _f(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else str(value)
+
+
+def _metric(value: Any) -> str:
+    """A COCO metric; COCOeval's -1 means the val set has no objects of that size."""
+    return "n/a (no such objects)" if isinstance(value, int | float) and value < 0 else _f(value)
 
 
 def _figures(makers: dict[str, Callable[[], bytes]], out: Path) -> tuple[dict[str, bytes], list[str]]:
@@ -269,7 +277,7 @@ def write_report(run) -> tuple[Path, Path]:
                                ["measured (searched, raw outputs)", _f(measured.get("measured_ms"), 3)]]
                               if "skipped" not in measured else [["measured", measured["skipped"]]]))),
         ("Accuracy", _table(["metric", "torch float", "TFLite int8"],
-                            [[k, _f(verify["torch"][k]), _f(verify["tflite"][k])]
+                            [[k, _metric(verify["torch"][k]), _metric(verify["tflite"][k])]
                              for k in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large")])
          + "\n\n![detections](detections.png)"),
         ("Where the minutes went", _table(["stage", "minutes"], [[k, _f(v / 60, 1)] for k, v in seconds.items()])
@@ -352,7 +360,7 @@ def _html(markdown: str, images: dict[str, bytes]) -> str:
     if in_table:
         body.append("</table>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;} table{border-collapse:collapse;} "
-             "td{border:1px solid #ccc;padding:2px 6px;font-size:13px;} code{background:#f3f3f3;} "
+             "td{border:1px solid #ccc;padding:2px 6px;font-size:13px;} code{background:#f3f3f3;word-break:break-all;} "
              "img{max-width:100%;}")
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" + \
         "\n".join(body) + "</body></html>\n"

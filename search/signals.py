@@ -66,10 +66,13 @@ def fidelity_sentence(signal: str) -> str:
     if found is None:
         return f"Candidates were ranked by `{signal}`, whose agreement with stand-alone training was not measured."
     variant = f" ({found['row']})" if found.get("row", signal) not in (signal, f"zero-shot {signal}") else ""
+    noise = (f"seed noise floor {found['noise_floor']:.3f} mAP" if found.get("noise_floor") is not None
+             else "seed noise floor not yet measured")
+    partial = f" (a partial ground truth: {found['partial']})" if found.get("partial") else ""
     return (f"Candidates were ranked by `{signal}`{variant}: measured against stand-alone training of "
-            f"{found['archs']} architectures on {found['setting']}, Kendall tau {found['kendall']:.2f} "
-            f"(Spearman {found['spearman']:.2f}; seed noise floor {found['noise_floor']:.3f} mAP; "
-            f"`benchmarks/results/signals.md`). On other data or spaces the agreement is unmeasured.")
+            f"{found['archs']} architectures{partial} on {found['setting']}, Kendall tau {found['kendall']:.2f} "
+            f"(Spearman {found['spearman']:.2f}; {noise}; `benchmarks/results/signals.md`). "
+            "On other data or spaces the agreement is unmeasured.")
 
 
 class _CostSignal:

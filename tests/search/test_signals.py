@@ -69,6 +69,21 @@ def test_the_fidelity_sentence_names_the_signal():
         assert f"`{signal}`" in fidelity_sentence(signal)
 
 
+def test_the_fidelity_sentence_quotes_the_measurement_and_says_when_it_is_partial(monkeypatch):
+    import tdbnas.search.signals as signals
+
+    measured = {"row": "madds", "archs": 13, "setting": "the built-in setting", "kendall": 0.38,
+                "spearman": 0.57, "noise_floor": None, "seconds": 0.0, "partial": "13 of 41 planned trainings"}
+    monkeypatch.setattr(signals, "shipped_fidelity", lambda: {"signals": {"madds": measured}})
+    sentence = fidelity_sentence("madds")
+    assert "Kendall tau 0.38" in sentence and "13 architectures" in sentence
+    assert "partial ground truth: 13 of 41" in sentence and "noise floor not yet measured" in sentence
+    monkeypatch.setattr(signals, "shipped_fidelity", lambda: {"signals": {"madds": {
+        **measured, "noise_floor": 0.012, "partial": None}}})
+    sentence = fidelity_sentence("madds")
+    assert "partial" not in sentence and "seed noise floor 0.012 mAP" in sentence
+
+
 # ---- successive halving ---------------------------------------------------------------------------
 def test_successive_halving_keeps_the_better_half_and_continues_them():
     quality = {"a": 0.1, "b": 0.4, "c": 0.3, "d": 0.2, "e": 0.5}
