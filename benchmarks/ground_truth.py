@@ -292,12 +292,17 @@ def report(args) -> dict:
         table.append(entry)
     noise = [e for e in table if e["mAP_seed_std"] is not None and len(e["runs"]) == len(NOISE_SEEDS)]
     pooled = float(np.sqrt(np.mean([e["mAP_seed_std"] ** 2 for e in noise]))) if noise else None
+    # Every seed's distance from its architecture's mean: one bad run moves the pooled std a lot,
+    # so the report shows the whole spread too.
+    deviations = [v["mAP"] - e["mAP_mean"] for e in noise for v in e["runs"].values()]
     record = {"plan": plan, "space": acc.SPACE, "resolution": acc.RESOLUTION, "epochs": EPOCHS, "recipe": acc.RECIPE,
               "data": "built-in synthetic dataset (2,000 train / 500 val, 6 classes)",
               "distribution": plan["distribution"], "budgets_ms": acc.budgets(),
               "runs_done": done, "runs_total": total, "cpu_hours": train_seconds / 3600,
               "noise_floor": {"archs": len(noise), "seed_std_pooled": pooled,
-                              "seed_std_per_arch": [e["mAP_seed_std"] for e in noise]},
+                              "seed_std_per_arch": [e["mAP_seed_std"] for e in noise],
+                              "seed_maps_per_arch": [[e["runs"][k]["mAP"] for k in sorted(e["runs"])] for e in noise],
+                              "largest_deviation": float(max(np.abs(deviations))) if deviations else None},
               "throughput": throughput_record, "archs": table}
     plot = plot_landscape(table, record["budgets_ms"])
     markdown = render(record, plot)
@@ -320,9 +325,11 @@ def render(record: dict, plot: Path | None) -> str:
                      f"{t['one_run_2_threads_img_s']:.1f} for one 2-thread run ({t['ratio']:.2f}x): the table was "
                      "trained two at a time.")
     if noise["seed_std_pooled"] is not None:
-        per = ", ".join(f"{v:.4f}" for v in noise["seed_std_per_arch"])
+        per = "; ".join(f"{v:.4f} (" + ", ".join(f"{m:.3f}" for m in maps) + ")"
+                        for v, maps in zip(noise["seed_std_per_arch"], noise.get("seed_maps_per_arch", [])))
         lines.append(f"\n**Noise floor** (3 seeds on {noise['archs']} architectures): seed standard deviation of "
-                     f"mAP {per}; pooled **{noise['seed_std_pooled']:.4f}**.")
+                     f"mAP {per}; pooled **{noise['seed_std_pooled']:.4f}**; the largest distance of one seed from "
+                     f"its architecture's mean {noise.get('largest_deviation') or 0:.4f}.")
     quantiles = record["distribution"]["quantiles_ms"]
     lines.append("\nPredicted CPU latency of the space (20,000 random members): " + ", ".join(
         f"q{float(q) * 100:g} {v:.2f} ms" for q, v in quantiles.items()) + ". Budgets of the signal benchmark: "

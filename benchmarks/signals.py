@@ -317,6 +317,32 @@ def predictor_scores(rows: list[dict], signals: dict, budgets: dict[float, float
     return out
 
 
+def tau_ceiling(rows: list[dict], noise: float | None, draws: int = 2000) -> dict | None:
+    """The Kendall tau a perfect signal (each architecture's expected mAP) would reach against this
+    table, given the seed noise floor: how far any signal's tau can be read.
+
+    Each table value is the mean of its seeds, so it carries noise / sqrt(seeds); the spread of the
+    expected mAPs is what the table's variance leaves after that noise. Simulated with normal
+    draws of both (the table's own size and seed counts)."""
+    from scipy.stats import kendalltau
+
+    known = [r for r in rows if r["truth"] is not None]
+    if noise is None or len(known) < 4:
+        return None
+    seeds = np.array([max(1, len(r.get("runs", {})) or 1) for r in known])
+    noise_var = noise ** 2 / seeds
+    true_var = float(np.var([r["truth"] for r in known], ddof=1) - noise_var.mean())
+    if true_var <= 0:
+        return {"kendall_median": 0.0, "true_spread": 0.0, "note": "the table's spread is all seed noise"}
+    rng = np.random.default_rng(0)
+    taus = []
+    for _ in range(draws):
+        expected = rng.normal(0.0, math.sqrt(true_var), len(known))
+        taus.append(kendalltau(expected, expected + rng.normal(0.0, np.sqrt(noise_var))).statistic)
+    return {"kendall_median": float(np.median(taus)), "kendall_q10": float(np.quantile(taus, 0.1)),
+            "kendall_q90": float(np.quantile(taus, 0.9)), "true_spread": math.sqrt(true_var)}
+
+
 def run_report(args) -> dict:
     truth_record = json.loads((ground_truth.RESULTS / "ground_truth.json").read_text())
     rows = [{**r, "truth": r["mAP_mean"]} for r in truth_record["archs"]]
@@ -334,7 +360,8 @@ def run_report(args) -> dict:
         s["regret1_within_2_noise"] = (all(s.get(f"regret1_q{q:g}", math.inf) <= 2 * noise for q in budgets)
                                        if noise else None)
     record = {"ground_truth": {"runs_done": truth_record["runs_done"], "archs": len(rows), "noise_floor": noise,
-                               "epochs": truth_record["epochs"]}, "budgets_ms": budgets, "signals": scored,
+                               "epochs": truth_record["epochs"], "tau_ceiling": tau_ceiling(rows, noise)},
+              "budgets_ms": budgets, "signals": scored,
               "best_baseline_kendall": baseline_tau}
     partial = None
     if truth_record["runs_done"] < truth_record["runs_total"]:
@@ -358,10 +385,18 @@ def render(record: dict) -> str:
              f"architectures, {truth['epochs']:g} epochs each, {truth['runs_done']} trainings; seed noise floor "
              + (f"{noise:.4f} mAP" if noise else "not yet measured") + "). Regret in mAP points under the CPU budgets "
              + ", ".join(f"q{q * 100:g} = {v:.2f} ms" for q, v in budgets.items()) + "; cost in seconds per candidate "
-             "on this shared 2-core machine.", "",
-             "| signal | kind | n | Kendall tau | Spearman | " + " | ".join(
+             "on this shared 2-core machine.", ""]
+    ceiling = truth.get("tau_ceiling")
+    if ceiling and "kendall_q10" in ceiling:
+        lines += [f"**How far a tau can be read:** a perfect signal (each architecture's expected mAP) would reach "
+                  f"Kendall tau {ceiling['kendall_median']:.2f} (10-90 %: {ceiling['kendall_q10']:.2f}-"
+                  f"{ceiling['kendall_q90']:.2f}) against this table: its spread of expected mAPs "
+                  f"({ceiling['true_spread']:.4f}) against the seed noise floor, simulated at the table's size.", ""]
+    elif ceiling:
+        lines += [f"**How far a tau can be read:** not at all yet: {ceiling['note']}.", ""]
+    lines += ["| signal | kind | n | Kendall tau | Spearman | " + " | ".join(
                  f"regret@1 q{q * 100:g} | @3" for q in budgets) + " | s / candidate | note |",
-             "|---|---|---|---|---|" + "---|---|" * len(budgets) + "---|---|"]
+              "|---|---|---|---|---|" + "---|---|" * len(budgets) + "---|---|"]
 
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
