@@ -329,7 +329,7 @@ def tau_ceiling(rows: list[dict], noise: float | None, draws: int = 2000) -> dic
     known = [r for r in rows if r["truth"] is not None]
     if noise is None or len(known) < 4:
         return None
-    seeds = np.array([max(1, len(r.get("runs", {})) or 1) for r in known])
+    seeds = np.array([max(1, len(r.get("runs") or {})) for r in known])
     noise_var = noise ** 2 / seeds
     true_var = float(np.var([r["truth"] for r in known], ddof=1) - noise_var.mean())
     if true_var <= 0:
