@@ -326,10 +326,10 @@ def render(record: dict, plot: Path | None) -> str:
                      "trained two at a time.")
     if noise["seed_std_pooled"] is not None:
         per = "; ".join(f"{v:.4f} (" + ", ".join(f"{m:.3f}" for m in maps) + ")"
-                        for v, maps in zip(noise["seed_std_per_arch"], noise.get("seed_maps_per_arch", [])))
+                        for v, maps in zip(noise["seed_std_per_arch"], noise["seed_maps_per_arch"]))
         lines.append(f"\n**Noise floor** (3 seeds on {noise['archs']} architectures): seed standard deviation of "
                      f"mAP {per}; pooled **{noise['seed_std_pooled']:.4f}**; the largest distance of one seed from "
-                     f"its architecture's mean {noise.get('largest_deviation') or 0:.4f}.")
+                     f"its architecture's mean {noise['largest_deviation']:.4f}.")
     quantiles = record["distribution"]["quantiles_ms"]
     lines.append("\nPredicted CPU latency of the space (20,000 random members): " + ", ".join(
         f"q{float(q) * 100:g} {v:.2f} ms" for q, v in quantiles.items()) + ". Budgets of the signal benchmark: "
