@@ -184,7 +184,10 @@ def restore() -> None:
         if result is not None and job.result() is None:
             write_atomic(job.result_path, json.dumps(result, indent=1) + "\n")
             restored += 1
-    print(f"restored the plan and {restored} finished runs from {committed}")
+    measured = {row["arch"]: row["measured_ms"] for row in record["archs"] if row.get("measured_ms")}
+    if measured and not (OUT / "measured_latency.json").is_file():
+        write_atomic(OUT / "measured_latency.json", json.dumps(measured, indent=1) + "\n")
+    print(f"restored the plan, {restored} finished runs and {len(measured)} measured latencies from {committed}")
 
 
 def jobs(rows: list[dict]) -> list[acc.TrainingJob]:
