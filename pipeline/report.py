@@ -15,6 +15,7 @@ import io
 import json
 import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,12 @@ def _png(figure) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=110)
+    with warnings.catch_warnings():
+        # Labels drawn above an axis (detections at an image's top edge, reference names) can
+        # leave tight_layout no room; bbox_inches="tight" below grows the canvas to keep them.
+        warnings.filterwarnings("ignore", message="Tight layout not applied")
+        figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
 
