@@ -492,12 +492,15 @@ def search_signal_rows(scored: dict) -> dict[str, str]:
     return {signal: row for signal, row in rows.items() if scored.get(row, {}).get("kendall") is not None}
 
 
-def choose_default(scored: dict, rows: dict[str, str]) -> str:
+def choose_default(scored: dict, rows: dict[str, str], data_free: bool = False) -> str:
     """The highest Kendall tau among the signals a default run can afford (cost per candidate x
-    its evaluations within its search minutes, and nothing to train first); ties: the cheaper."""
+    its evaluations within its search minutes, and nothing to train first); ties: the cheaper.
+    `data_free`: among those that score no real images (`tdbnas search` without --data)."""
+    from tdbnas.search.signals import NEEDS_DATA
+
     budget = DEFAULT_RUN_SEARCH_MINUTES * 60 / DEFAULT_RUN_EVALUATIONS
     affordable = [signal for signal, row in rows.items() if signal != "supernet"
-                  and (scored[row]["seconds"] or 0.0) <= budget]
+                  and (scored[row]["seconds"] or 0.0) <= budget and not (data_free and signal in NEEDS_DATA)]
     return max(affordable, key=lambda signal: (round(scored[rows[signal]]["kendall"], 3),
                                                -(scored[rows[signal]]["seconds"] or 0.0)))
 
@@ -514,9 +517,14 @@ def write_fidelity(record: dict, partial: str | None = None) -> dict:
                         "noise_floor": truth["noise_floor"], "seconds": scored[row]["seconds"]}
                | ({"partial": partial} if partial else {})
                for signal, row in rows.items()}
-    default = (json.loads(FIDELITY.read_text()).get("default", "madds") if partial
-               else choose_default(scored, rows))
+    shipped_before = json.loads(FIDELITY.read_text()) if FIDELITY.is_file() else {}
+    if partial:
+        default = shipped_before.get("default", "madds")
+        without_data = shipped_before.get("default_without_data", "madds")
+    else:
+        default, without_data = choose_default(scored, rows), choose_default(scored, rows, data_free=True)
     shipped = {"source": "benchmarks/results/signals.md", "default": default,
+               "default_without_data": without_data,
                "default_rule": f"highest Kendall tau among signals costing <= {DEFAULT_RUN_SEARCH_MINUTES:g} min for "
                                f"the default run's {DEFAULT_RUN_EVALUATIONS} evaluations, needing no training",
                "signals": signals}

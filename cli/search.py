@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tdbnas.cli.common import positive_float, positive_int, resolution
 from tdbnas.search.settings import ALGORITHMS
-from tdbnas.search.signals import DEFAULT_SIGNAL, SIGNALS
+from tdbnas.search.signals import DEFAULT_SIGNAL, SIGNALS, default_signal
 
 if TYPE_CHECKING:
     from tdbnas.search.settings import SearchSettings
@@ -89,7 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="latency budget of the --profile/--cost-model at the same position (repeatable)")
     parser.add_argument("--signal", choices=SIGNALS, default=None,
                         help=f"accuracy signal that ranks candidates (default: supernet with --supernet, else "
-                             f"{DEFAULT_SIGNAL})")
+                             f"{DEFAULT_SIGNAL}" + (f"; {default_signal(False)} without --data)"
+                                                    if default_signal(False) != DEFAULT_SIGNAL else ")"))
     parser.add_argument("--supernet", metavar="CKPT", help="trained supernet checkpoint (the supernet signal)")
     parser.add_argument("--data", metavar="DIR",
                         help="dataset for BN recalibration and the search split (default: the supernet run's)")
@@ -229,7 +230,10 @@ def run(args: argparse.Namespace) -> int:
     if len(args.profile) != len(args.budget_ms):
         raise ValueError(f"{len(args.profile)} --profile but {len(args.budget_ms)} --budget-ms: give one budget per "
                          "profile, in the same order")
-    args.signal = args.signal or ("supernet" if args.supernet else DEFAULT_SIGNAL)
+    if args.signal is None and not args.supernet and default_signal(bool(args.data)) != DEFAULT_SIGNAL:
+        print(f"note: the default signal {DEFAULT_SIGNAL} scores real images and no --data was given; ranking by "
+              f"{default_signal(False)}, the best measured signal that needs none")
+    args.signal = args.signal or ("supernet" if args.supernet else default_signal(bool(args.data)))
     if args.metric is None:
         args.metric = "score"  # every signal reports its value as "score" (the supernet's is its mAP)
     settings = settings_from_args(args)

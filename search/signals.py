@@ -44,6 +44,14 @@ def shipped_fidelity() -> dict[str, Any]:
 DEFAULT_SIGNAL: str = shipped_fidelity().get("default", "madds")
 
 
+def default_signal(has_data: bool) -> str:
+    """The default signal for a search with or without a dataset: the measured default, or when
+    that one scores real images and there are none, the best measured signal that needs no data."""
+    if has_data or DEFAULT_SIGNAL not in NEEDS_DATA:
+        return DEFAULT_SIGNAL
+    return shipped_fidelity().get("default_without_data", "madds")
+
+
 def needs_supernet(signal: str) -> bool:
     return signal == "supernet"
 

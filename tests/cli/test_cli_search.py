@@ -104,3 +104,21 @@ def test_a_cost_signal_search_with_a_head_names_its_signal_and_keeps_its_run(tmp
     assert code == 2 and "holds a different search" in err and "fitness" in err
     code, _, err = cli(*argv[:-1], "[C3]")
     assert code == 2 and "--head must be a mapping" in err
+
+
+def test_without_data_a_default_that_scores_images_falls_back_and_says_so(tmp_path, monkeypatch, cli):
+    """When the measured default (here NASWOT) needs real images and `--data` is absent, the search
+    ranks by the best measured data-free signal and says so, instead of failing."""
+    import tdbnas.cli.search as search_cli
+    import tdbnas.search.signals as signals
+
+    monkeypatch.setattr(signals, "shipped_fidelity", lambda: {"default": "naswot", "default_without_data": "params",
+                                                              "signals": {}})
+    monkeypatch.setattr(signals, "DEFAULT_SIGNAL", "naswot")
+    monkeypatch.setattr(search_cli, "DEFAULT_SIGNAL", "naswot")
+    code, out, err = cli("search", "--space", "tdb-lite", "--resolution", "160", "--num-classes", "6", "--profile",
+                         "edgetpu", "--budget-ms", "20", "--table", tmp_path / "lut.sqlite", "--out", tmp_path / "run",
+                         *SMALL)
+    assert code == 0, err
+    assert "default signal naswot scores real images and no --data was given; ranking by params" in out
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["signal"] == "params"

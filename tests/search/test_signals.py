@@ -84,6 +84,17 @@ def test_the_fidelity_sentence_quotes_the_measurement_and_says_when_it_is_partia
     assert "partial" not in sentence and "seed noise floor 0.012 mAP" in sentence
 
 
+def test_a_default_that_scores_real_images_falls_back_to_the_best_data_free_one_without_data(monkeypatch):
+    import tdbnas.search.signals as signals
+
+    monkeypatch.setattr(signals, "shipped_fidelity", lambda: {"default": "naswot", "default_without_data": "zen"})
+    monkeypatch.setattr(signals, "DEFAULT_SIGNAL", "naswot")
+    assert signals.default_signal(has_data=True) == "naswot"
+    assert signals.default_signal(has_data=False) == "zen"
+    monkeypatch.setattr(signals, "DEFAULT_SIGNAL", "madds")
+    assert signals.default_signal(has_data=False) == "madds"
+
+
 # ---- successive halving ---------------------------------------------------------------------------
 def test_successive_halving_keeps_the_better_half_and_continues_them():
     quality = {"a": 0.1, "b": 0.4, "c": 0.3, "d": 0.2, "e": 0.5}
