@@ -230,10 +230,11 @@ def run(args: argparse.Namespace) -> int:
     if len(args.profile) != len(args.budget_ms):
         raise ValueError(f"{len(args.profile)} --profile but {len(args.budget_ms)} --budget-ms: give one budget per "
                          "profile, in the same order")
-    if args.signal is None and not args.supernet and default_signal(bool(args.data)) != DEFAULT_SIGNAL:
-        print(f"note: the default signal {DEFAULT_SIGNAL} scores real images and no --data was given; ranking by "
-              f"{default_signal(False)}, the best measured signal that needs none")
-    args.signal = args.signal or ("supernet" if args.supernet else default_signal(bool(args.data)))
+    if args.signal is None:
+        args.signal = "supernet" if args.supernet else default_signal(bool(args.data))
+        if args.signal not in ("supernet", DEFAULT_SIGNAL):
+            print(f"note: the default signal {DEFAULT_SIGNAL} scores real images and no --data was given; ranking "
+                  f"by {args.signal}, the best measured signal that needs none")
     if args.metric is None:
         args.metric = "score"  # every signal reports its value as "score" (the supernet's is its mAP)
     settings = settings_from_args(args)
