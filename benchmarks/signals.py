@@ -420,7 +420,7 @@ def render(record: dict) -> str:
                       ""]
         elif ceiling:
             lines += [f"**How far a tau can be read, with {which}:** not at all: {ceiling['note']}.", ""]
-    lines += [acceptance(record), ""]
+    lines += [acceptance(record), "", default_line(record.get("shipped", {})), ""]
     lines += ["| signal | kind | n | Kendall tau | Spearman | tau - max(MAdds, params) | tau, middle stratum | "
               + " | ".join(f"regret@1 q{q * 100:g} | @3" for q in budgets)
               + " | regret@1 <= 2x noise | s / candidate | note |",
@@ -438,6 +438,20 @@ def render(record: dict) -> str:
                      f"{cell(s.get('kendall_middle'))} | {regrets} | {within} | "
                      f"{cell(s['seconds'], 2)} | {s.get('note', '')} |")
     return "\n".join(lines)
+
+
+def default_line(shipped: dict) -> str:
+    """What `tdbnas search` and `tdbnas run` rank by, from `search/fidelity.json`, and what waits."""
+    if "default" not in shipped:
+        return "**Default signal:** not chosen (no complete ground truth)."
+    line = (f"**Default signal of `tdbnas search` / `tdbnas run`:** `{shipped['default']}`"
+            + (f" (its search check: `signals_search_{shipped['default']}.md`)"
+               if search_check_passed(shipped["default"]) else "")
+            + f"; without `--data`: `{shipped['default_without_data']}`.")
+    for key in ("default_pending", "default_without_data_pending"):
+        if key in shipped:
+            line += f" `{shipped[key]['signal']}` measures better and waits for `{shipped[key]['waits_for']}`."
+    return line
 
 
 #: The issue's bar for a signal: Kendall tau, its lead over the MAdds and params baselines.

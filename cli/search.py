@@ -230,11 +230,12 @@ def run(args: argparse.Namespace) -> int:
     if len(args.profile) != len(args.budget_ms):
         raise ValueError(f"{len(args.profile)} --profile but {len(args.budget_ms)} --budget-ms: give one budget per "
                          "profile, in the same order")
+    fallback_note = None
     if args.signal is None:
         args.signal = "supernet" if args.supernet else default_signal(bool(args.data))
         if args.signal not in ("supernet", DEFAULT_SIGNAL):
-            print(f"note: the default signal {DEFAULT_SIGNAL} scores real images and no --data was given; ranking "
-                  f"by {args.signal}, the best measured signal that needs none")
+            fallback_note = (f"note: the default signal {DEFAULT_SIGNAL} scores real images and no --data was given; "
+                             f"ranking by {args.signal}, the best measured signal that needs none")
     if args.metric is None:
         args.metric = "score"  # every signal reports its value as "score" (the supernet's is its mAP)
     settings = settings_from_args(args)
@@ -266,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
                                   width_multiplier=args.width_multiplier, max_madds=args.max_madds,
                                   max_params=args.max_params)
         constraints.check_reachable(space)  # fail fast, before Ray starts
+        if fallback_note:
+            say(fallback_note)
         ray = args.ray
         if ray is not None and not ray_available():
             say("Ray is not installed (pip install 'tdbnas[distributed]'): evaluating serially")

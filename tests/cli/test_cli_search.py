@@ -120,5 +120,5 @@ def test_without_data_a_default_that_scores_images_falls_back_and_says_so(tmp_pa
                          "edgetpu", "--budget-ms", "20", "--table", tmp_path / "lut.sqlite", "--out", tmp_path / "run",
                          *SMALL)
     assert code == 0, err
-    assert "default signal naswot scores real images and no --data was given; ranking by params" in out
+    assert "default signal naswot scores real images and no --data was given; ranking by params" in err
     assert json.loads((tmp_path / "run" / "result.json").read_text())["signal"] == "params"
