@@ -72,7 +72,8 @@ DEFAULTS: dict[str, Any] = {
         "eval_images": 100,
         "halving": None,              # e.g. {candidates: 4, epochs: [0.5, 1.0], schedule_epochs: 10}: successive
                                       # halving of the best candidates by the first epochs of stand-alone
-                                      # training (tdbnas.search.halving)
+                                      # training (tdbnas.search.halving). Off: measured, 1-2 epochs rank
+                                      # no better than MAdds (benchmarks/results/signals.md)
         "ray": False,                 # false: serial; "local" or an address: Ray
     },
     "retrain": {                      # tdbnas.detection.train.TrainConfig fields, plus init
