@@ -496,11 +496,13 @@ DEFAULT_RUN_SEARCH_MINUTES = 3.0
 
 def search_signal_rows(scored: dict) -> dict[str, str]:
     """search signal name (`tdbnas.search.signals.SIGNALS`) -> the benchmark row measuring it; the
-    supernet's is its best-ranking variant (the supernet a user trains decides which applies)."""
+    supernet's is its best-ranking variant with BN recalibration, which `tdbnas search` always does
+    (the supernet a user trains decides which variant applies)."""
     from tdbnas.search.signals import ZERO_SHOT
 
     rows = {"madds": "madds", "params": "params", **{name: f"zero-shot {name}" for name in ZERO_SHOT}}
-    supernets = [name for name, s in scored.items() if s["kind"] == "supernet" and s.get("kendall") is not None]
+    supernets = [name for name, s in scored.items() if s["kind"] == "supernet" and s.get("kendall") is not None
+                 and name.endswith("BN recal.")]
     if supernets:
         rows["supernet"] = max(supernets, key=lambda name: scored[name]["kendall"])
     return {signal: row for signal, row in rows.items() if scored.get(row, {}).get("kendall") is not None}
