@@ -64,6 +64,8 @@ OUT = acc.CACHE / "signals"
 VARIANTS = {"spos-4": ("uniform", 4.0), "spos-14": ("uniform", 14.0), "spos-38": ("uniform", 38.0),
             "fair-14": ("fair", 14.0 / 6), "sandwich-14": ("sandwich", 14.0 / 4)}
 SHORT_EPOCHS = (1.0, 2.0)
+#: How a supernet row names its scoring mode; `tdbnas search` scores with recalibration only.
+RECALIBRATED, NOT_RECALIBRATED = "BN recal.", "no recal."
 SHORT_SEED = 1
 RECALIBRATION_IMAGES = 128
 PREDICTOR_K = (4, 8)
@@ -224,7 +226,7 @@ def signal_table(rows: list[dict]) -> dict[str, dict]:
             seconds = [v["seconds"] for k, v in cache.items() if k.startswith(mode + ":")]
             note = (f"{training.get('sampling')} sampling, {training.get('epochs', 0):.3g} epochs of updates, "
                     f"{(training.get('train_seconds') or 0) / 60:.0f} min of training on the shared machine")
-            add(f"supernet {variant} {'BN recal.' if mode == 'recal' else 'no recal.'}", "supernet", values,
+            add(f"supernet {variant} {RECALIBRATED if mode == 'recal' else NOT_RECALIBRATED}", "supernet", values,
                 statistics.median(seconds) if seconds else None, note)
     for epochs in SHORT_EPOCHS:
         values, seconds = {}, []
@@ -502,7 +504,7 @@ def search_signal_rows(scored: dict) -> dict[str, str]:
 
     rows = {"madds": "madds", "params": "params", **{name: f"zero-shot {name}" for name in ZERO_SHOT}}
     supernets = [name for name, s in scored.items() if s["kind"] == "supernet" and s.get("kendall") is not None
-                 and name.endswith("BN recal.")]
+                 and name.endswith(RECALIBRATED)]
     if supernets:
         rows["supernet"] = max(supernets, key=lambda name: scored[name]["kendall"])
     return {signal: row for signal, row in rows.items() if scored.get(row, {}).get("kendall") is not None}

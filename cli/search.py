@@ -87,10 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="a fitted cost model (tdbnas latency fit) as a latency constraint (repeatable)")
     parser.add_argument("--budget-ms", action="append", default=[], type=positive_float, metavar="MS",
                         help="latency budget of the --profile/--cost-model at the same position (repeatable)")
+    without_data = default_signal(has_data=False)
     parser.add_argument("--signal", choices=SIGNALS, default=None,
                         help=f"accuracy signal that ranks candidates (default: supernet with --supernet, else "
-                             f"{DEFAULT_SIGNAL}" + (f"; {default_signal(False)} without --data)"
-                                                    if default_signal(False) != DEFAULT_SIGNAL else ")"))
+                             f"{DEFAULT_SIGNAL}" + (f"; {without_data} without --data)"
+                                                    if without_data != DEFAULT_SIGNAL else ")"))
     parser.add_argument("--supernet", metavar="CKPT", help="trained supernet checkpoint (the supernet signal)")
     parser.add_argument("--data", metavar="DIR",
                         help="dataset for BN recalibration and the search split (default: the supernet run's)")
